@@ -1,0 +1,43 @@
+# Two commands on a fresh clone: `make pipeline` and `make test`.
+# GPU users: `make install TORCH="torch --index-url https://download.pytorch.org/whl/cu128"` (or any pip spec).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+PIPELINE_DIR ?= outputs/pipeline
+
+.PHONY: install system-deps test test-fast lint pipeline benchmark clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch goes in first and alone, so the project's `torch>=2.4` is already met and no CUDA build is pulled.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# OpenMPI lets `accelerate launch` start several CPU processes (accelerate_configs/multi_cpu.yaml).
+system-deps:
+	@command -v mpirun >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin >/dev/null; \
+	  else echo "mpirun not found: install OpenMPI (apt-get install openmpi-bin) to run the multi-process tests"; fi; }
+
+test: install system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+pipeline: install
+	$(BIN)/hf-llm pipeline --output_dir $(PIPELINE_DIR)
+
+clean:
+	rm -rf $(VENV) outputs build *.egg-info
