@@ -20,6 +20,13 @@ AutoModel.register(GPTConfig, GPTModel, exist_ok=True)
 AutoModelForCausalLM.register(GPTConfig, GPTForCausalLM, exist_ok=True)
 AutoModelForSequenceClassification.register(GPTConfig, GPTForSequenceClassification, exist_ok=True)
 
+# save_pretrained then also writes configuration_gpt.py and modeling_gpt.py with an `auto_map`, so checkpoints load
+# with trust_remote_code=True where hf_llm is not installed (e.g. straight from the Hub).
+GPTConfig.register_for_auto_class()
+GPTModel.register_for_auto_class("AutoModel")
+GPTForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+GPTForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+
 __all__ = [
     "GPTConfig",
     "GPTForCausalLM",

@@ -1,0 +1,606 @@
+"""The hf_llm GPT: a GPT-2-style decoder written as a first-class transformers architecture.
+
+Notable features:
+- pre-LayerNorm blocks with learned absolute positions (GPT-2) or rotary embeddings (`position_embedding_type="rope"`);
+- attention through transformers' attention interface: `eager`, `sdpa`, `flash_attention_2`, `flex_attention`,
+  switchable at load (`attn_implementation=...`) and after (`model.set_attn_implementation(...)`);
+- a `DynamicCache` KV cache for `generate()`, left-padded batches included;
+- padding-free packing: with no attention mask, restarting `position_ids` keep attention inside each document;
+- every projection is an `nn.Linear` with the names PEFT users know (`q_proj`, `k_proj`, `v_proj`, `o_proj`,
+  `up_proj`, `down_proj`), so LoRA and bitsandbytes 4/8-bit loading work unchanged;
+- `GPTForCausalLM.from_gpt2(...)` imports OpenAI's GPT-2 weights from a transformers `GPT2LMHeadModel`.
+
+This file imports only torch, transformers and its own configuration, so `save_pretrained` can ship it to the Hub
+and `from_pretrained(..., trust_remote_code=True)` works where hf_llm is not installed.
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers import GPT2LMHeadModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    SequenceClassifierOutputWithPast,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.utils import can_return_tuple, logging
+
+from .configuration_gpt import GPTConfig
+
+logger = logging.get_logger(__name__)
+
+
+class GPTRotaryEmbedding(nn.Module):
+    """Rotary position embedding: turns `position_ids` into the cos/sin tables that rotate queries and keys."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.register_buffer("inv_freq", self.compute_inv_freq(config), persistent=False)
+
+    @staticmethod
+    def compute_inv_freq(config: GPTConfig) -> torch.Tensor:
+        exponents = torch.arange(0, config.head_dim, 2, dtype=torch.float32) / config.head_dim
+        return 1.0 / (config.rope_theta**exponents)
+
+    @torch.no_grad()
+    def forward(self, hidden_states: torch.Tensor, position_ids: torch.LongTensor) -> tuple[torch.Tensor, ...]:
+        freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :].to(hidden_states.device)  # (B, T, D/2)
+        angles = torch.cat((freqs, freqs), dim=-1)  # (B, T, D)
+        return angles.cos().to(hidden_states.dtype), angles.sin().to(hidden_states.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first_half, second_half = x.chunk(2, dim=-1)
+    return torch.cat((-second_half, first_half), dim=-1)
+
+
+def apply_rotary_pos_emb(
+    query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, D): broadcast over heads
+    return query * cos + rotate_half(query) * sin, key * cos + rotate_half(key) * sin
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain softmax attention; the reference the fused implementations are tested against."""
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, T, S)
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value)  # (B, H, T, D)
+    return attn_output.transpose(1, 2).contiguous(), attn_weights  # (B, T, H, D)
+
+
+class GPTAttention(nn.Module):
+    """Causal multi-head self-attention."""
+
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.scaling = self.head_dim**-0.5
+        self.num_key_value_groups = 1  # plain multi-head attention: one key/value head per query head
+        self.attention_dropout = config.attention_dropout
+        self.is_causal = True
+
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.bias)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.bias)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.bias)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.bias)
+        self.residual_dropout = nn.Dropout(config.residual_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]  # (B, T)
+        hidden_shape = (*input_shape, -1, self.head_dim)  # (B, T, H, D)
+
+        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, H, T, D)
+        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        if position_embeddings is not None:
+            cos, sin = position_embeddings
+            query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
+
+        if past_key_values is not None:
+            key_states, value_states = past_key_values.update(key_states, value_states, self.layer_idx)  # (B, H, S, D)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query_states,
+            key_states,
+            value_states,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()  # (B, T, C)
+        return self.residual_dropout(self.o_proj(attn_output)), attn_weights
+
+
+class GPTMLP(nn.Module):
+    """Position-wise feed-forward network: up-projection, GELU, down-projection."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
+        self.act_fn = ACT2FN[config.hidden_act]
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
+        self.residual_dropout = nn.Dropout(config.residual_dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.residual_dropout(self.down_proj(self.act_fn(self.up_proj(hidden_states))))
+
+
+class GPTBlock(GradientCheckpointingLayer):
+    """Pre-LayerNorm transformer block: `x + attn(ln(x))`, then `x + mlp(ln(x))`."""
+
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.self_attn = GPTAttention(config, layer_idx)
+        self.post_attention_layernorm = nn.LayerNorm(
+            config.hidden_size, eps=config.layer_norm_epsilon, bias=config.bias
+        )
+        self.mlp = GPTMLP(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.self_attn(
+            self.input_layernorm(hidden_states),
+            attention_mask=attention_mask,
+            position_embeddings=position_embeddings,
+            past_key_values=past_key_values,
+            **kwargs,
+        )
+        hidden_states = hidden_states + attn_output
+        hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+        return hidden_states, attn_weights
+
+
+class GPTPreTrainedModel(PreTrainedModel):
+    config_class = GPTConfig
+    config: GPTConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GPTBlock"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """GPT-2 initialisation: N(0, 0.02) weights, zero biases, residual projections scaled by 1/sqrt(2 * layers)."""
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, GPTAttention):
+            init.normal_(module.o_proj.weight, mean=0.0, std=std / (2 * self.config.num_hidden_layers) ** 0.5)
+        elif isinstance(module, GPTMLP):
+            init.normal_(module.down_proj.weight, mean=0.0, std=std / (2 * self.config.num_hidden_layers) ** 0.5)
+        elif isinstance(module, GPTRotaryEmbedding):
+            init.copy_(module.inv_freq, module.compute_inv_freq(self.config))
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # With the code files shipped (register_for_auto_class), map every Auto class, not only the saved one, so a
+        # causal-LM checkpoint also loads as AutoModelForSequenceClassification (reward/value models) by remote code.
+        if self._auto_class is not None:
+            self.config.auto_map = {
+                "AutoConfig": "configuration_gpt.GPTConfig",
+                "AutoModel": "modeling_gpt.GPTModel",
+                "AutoModelForCausalLM": "modeling_gpt.GPTForCausalLM",
+                "AutoModelForSequenceClassification": "modeling_gpt.GPTForSequenceClassification",
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class GPTModel(GPTPreTrainedModel):
+    """The bare GPT decoder: embeddings, blocks and the final LayerNorm, returning hidden states."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        if config.position_embedding_type == "learned":
+            self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        else:
+            self.rotary_emb = GPTRotaryEmbedding(config)
+        self.dropout = nn.Dropout(config.embedding_dropout)
+        self.layers = nn.ModuleList([GPTBlock(config, layer_idx) for layer_idx in range(config.num_hidden_layers)])
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def _check_inputs(
+        self, input_ids: torch.LongTensor | None, position_ids: torch.LongTensor | None, positions_given: bool
+    ) -> None:
+        """Turn out-of-range ids into a clear error instead of an index error deep inside `nn.Embedding`."""
+        if torch.compiler.is_compiling():
+            return
+        if input_ids is not None and input_ids.numel() > 0:
+            smallest, largest = int(input_ids.min()), int(input_ids.max())
+            if smallest < 0 or largest >= self.config.vocab_size:
+                bad = largest if largest >= self.config.vocab_size else smallest
+                raise ValueError(
+                    f"input_ids contain token id {bad}, outside the embedding table of vocab_size="
+                    f"{self.config.vocab_size}. The tokenizer and the model disagree: use the tokenizer the model was "
+                    f"trained with, or resize with model.resize_token_embeddings(len(tokenizer))."
+                )
+        if self.config.position_embedding_type == "learned" and position_ids.numel() > 0:
+            last_position = int(position_ids.max())
+            if last_position >= self.config.max_position_embeddings:
+                what = "position_ids reach" if positions_given else "the sequence (with any cached tokens) reaches"
+                raise ValueError(
+                    f"{what} position {last_position}, beyond the learned position table of "
+                    f"max_position_embeddings={self.config.max_position_embeddings}. Truncate the input to "
+                    f"{self.config.max_position_embeddings} tokens (e.g. tokenizer(..., truncation=True, "
+                    f"max_length={self.config.max_position_embeddings})) or use a shorter max_new_tokens."
+                )
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                Token ids. Exactly one of `input_ids` and `inputs_embeds` must be given.
+            attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+                1 for real tokens, 0 for padding. Leave it `None` with restarting `position_ids` for packed batches.
+            position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Position of each token. Restarting them at 0 marks document boundaries in a packed batch.
+            past_key_values (`Cache`, *optional*):
+                Keys and values of earlier tokens, as returned with `use_cache=True`.
+            use_cache (`bool`, *optional*):
+                Return a KV cache. Defaults to `config.use_cache` at inference and to `False` in training: a cache
+                object in a training forward would stop packed documents from being masked apart.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("GPTModel.forward: pass exactly one of input_ids and inputs_embeds.")
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        if self.gradient_checkpointing and self.training and use_cache:
+            logger.warning_once("use_cache=True is incompatible with gradient checkpointing; setting use_cache=False.")
+            use_cache = False
+
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        batch_size, seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        positions_given = position_ids is not None
+        if position_ids is None:
+            past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+            device = (input_ids if input_ids is not None else inputs_embeds).device
+            position_ids = torch.arange(past_length, past_length + seq_length, device=device).unsqueeze(0)  # (1, T)
+        self._check_inputs(input_ids, position_ids, positions_given)
+
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)  # (B, T, C)
+        position_embeddings = None
+        if self.config.position_embedding_type == "learned":
+            hidden_states = inputs_embeds + self.embed_positions(position_ids)
+        else:
+            hidden_states = inputs_embeds
+            position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        hidden_states = self.dropout(hidden_states)
+
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            position_ids=position_ids,
+        )
+
+        all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for block in self.layers:
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            hidden_states, attn_weights = block(
+                hidden_states,
+                attention_mask=causal_mask,
+                position_embeddings=position_embeddings,
+                past_key_values=past_key_values,
+                position_ids=position_ids,
+                **kwargs,
+            )
+            if output_attentions:
+                all_attentions += (attn_weights,)
+
+        hidden_states = self.norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+
+
+class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
+    """GPT with a language-modelling head: next-token prediction, `generate()`, and the pretraining loss."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        self.model = GPTModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        Args:
+            labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Targets aligned with `input_ids` (the shift happens inside the loss); `-100` is ignored. Extra
+                `**kwargs` such as Trainer's `num_items_in_batch` reach the loss, so gradient accumulation
+                normalises by the true token count.
+            logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
+                Compute logits only for the last `logits_to_keep` positions (0 keeps all), as `generate()` does.
+
+        Other arguments are those of [`GPTModel.forward`].
+        """
+        outputs: BaseModelOutputWithPast = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            **kwargs,
+        )
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden_states)  # (B, T, V)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    @classmethod
+    def from_gpt2(cls, model_or_path: GPT2LMHeadModel | str, **from_pretrained_kwargs) -> "GPTForCausalLM":
+        """Convert a transformers `GPT2LMHeadModel` (e.g. OpenAI's `openai-community/gpt2`) into a `GPTForCausalLM`.
+
+        Args:
+            model_or_path (`GPT2LMHeadModel` or `str`):
+                A loaded model, a local directory or a Hub repo id of a GPT-2 checkpoint.
+            from_pretrained_kwargs:
+                Passed to `GPT2LMHeadModel.from_pretrained` when a path or repo id is given (`revision`, `token`...).
+
+        Returns:
+            `GPTForCausalLM`: a model whose logits equal the source model's.
+        """
+        gpt2 = (
+            model_or_path
+            if isinstance(model_or_path, GPT2LMHeadModel)
+            else GPT2LMHeadModel.from_pretrained(model_or_path, **from_pretrained_kwargs)
+        )
+        source = gpt2.config
+        if source.scale_attn_by_inverse_layer_idx or source.reorder_and_upcast_attn or not source.scale_attn_weights:
+            raise ValueError(
+                "from_gpt2 supports GPT-2's standard attention scaling only; this checkpoint sets "
+                "scale_attn_by_inverse_layer_idx, reorder_and_upcast_attn or scale_attn_weights=False."
+            )
+        config = GPTConfig(
+            vocab_size=source.vocab_size,
+            hidden_size=source.n_embd,
+            num_hidden_layers=source.n_layer,
+            num_attention_heads=source.n_head,
+            intermediate_size=source.n_inner,
+            max_position_embeddings=source.n_positions,
+            hidden_act=source.activation_function,
+            embedding_dropout=source.embd_pdrop,
+            attention_dropout=source.attn_pdrop,
+            residual_dropout=source.resid_pdrop,
+            layer_norm_epsilon=source.layer_norm_epsilon,
+            initializer_range=source.initializer_range,
+            tie_word_embeddings=source.tie_word_embeddings,
+            bos_token_id=source.bos_token_id,
+            eos_token_id=source.eos_token_id,
+            pad_token_id=source.pad_token_id,
+        )
+        model = cls(config).to(gpt2.dtype)
+        # GPT-2 stores projections as Conv1D with (in, out) weights and a fused q|k|v; nn.Linear wants (out, in).
+        state_dict = {
+            "model.embed_tokens.weight": gpt2.transformer.wte.weight,
+            "model.embed_positions.weight": gpt2.transformer.wpe.weight,
+            "model.norm.weight": gpt2.transformer.ln_f.weight,
+            "model.norm.bias": gpt2.transformer.ln_f.bias,
+            "lm_head.weight": gpt2.lm_head.weight,
+        }
+        for index, block in enumerate(gpt2.transformer.h):
+            prefix = f"model.layers.{index}"
+            query, key, value = block.attn.c_attn.weight.t().chunk(3, dim=0)
+            query_bias, key_bias, value_bias = block.attn.c_attn.bias.chunk(3, dim=0)
+            state_dict.update(
+                {
+                    f"{prefix}.input_layernorm.weight": block.ln_1.weight,
+                    f"{prefix}.input_layernorm.bias": block.ln_1.bias,
+                    f"{prefix}.self_attn.q_proj.weight": query,
+                    f"{prefix}.self_attn.q_proj.bias": query_bias,
+                    f"{prefix}.self_attn.k_proj.weight": key,
+                    f"{prefix}.self_attn.k_proj.bias": key_bias,
+                    f"{prefix}.self_attn.v_proj.weight": value,
+                    f"{prefix}.self_attn.v_proj.bias": value_bias,
+                    f"{prefix}.self_attn.o_proj.weight": block.attn.c_proj.weight.t(),
+                    f"{prefix}.self_attn.o_proj.bias": block.attn.c_proj.bias,
+                    f"{prefix}.post_attention_layernorm.weight": block.ln_2.weight,
+                    f"{prefix}.post_attention_layernorm.bias": block.ln_2.bias,
+                    f"{prefix}.mlp.up_proj.weight": block.mlp.c_fc.weight.t(),
+                    f"{prefix}.mlp.up_proj.bias": block.mlp.c_fc.bias,
+                    f"{prefix}.mlp.down_proj.weight": block.mlp.c_proj.weight.t(),
+                    f"{prefix}.mlp.down_proj.bias": block.mlp.c_proj.bias,
+                }
+            )
+        state_dict = {name: tensor.detach().clone() for name, tensor in state_dict.items()}
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        missing = [name for name in missing if name != "lm_head.weight" or not config.tie_word_embeddings]
+        if missing or unexpected:
+            raise ValueError(f"from_gpt2: weights did not map cleanly (missing {missing}, unexpected {unexpected}).")
+        if config.tie_word_embeddings:
+            model.tie_weights()
+        if gpt2.generation_config is not None:
+            model.generation_config = gpt2.generation_config
+        return model
+
+
+class GPTForSequenceClassification(GPTPreTrainedModel):
+    """GPT with a `score` head on the last non-padding token.
+
+    With `num_labels > 1` it classifies (e.g. spam vs. not spam); with `num_labels=1` it returns one scalar per
+    sequence, the shape TRL's `RewardTrainer` and `PPOTrainer` expect of reward and value models. Padding is found as
+    `input_ids != pad_token_id`, so the pad token must differ from the end-of-text token.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = GPTModel(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutputWithPast:
+        r"""
+        Args:
+            labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                Class indices (cross-entropy) or, with `num_labels=1`, regression targets (MSE).
+
+        Other arguments are those of [`GPTModel.forward`].
+        """
+        outputs: BaseModelOutputWithPast = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            **kwargs,
+        )
+        logits = self.score(outputs.last_hidden_state)  # (B, T, num_labels)
+        batch_size = logits.shape[0]
+
+        pad_token_id = self.config.pad_token_id
+        token_indices = torch.arange(logits.shape[1], device=logits.device, dtype=torch.int32)
+        if input_ids is not None and pad_token_id is not None:
+            # The rightmost non-pad token, which handles both left and right padding.
+            is_token = (input_ids != pad_token_id).to(logits.device, torch.int32)
+            last_token = (token_indices * is_token).argmax(-1)
+        elif attention_mask is not None:
+            last_token = (token_indices * attention_mask.to(logits.device, torch.int32)).argmax(-1)
+        elif batch_size == 1:
+            last_token = token_indices[-1:]
+        else:
+            raise ValueError(
+                "GPTForSequenceClassification needs config.pad_token_id (or an attention_mask) to find the last "
+                "token of each padded row; set model.config.pad_token_id = tokenizer.pad_token_id."
+            )
+        pooled_logits = logits[torch.arange(batch_size, device=logits.device), last_token]  # (B, num_labels)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, pooled_logits=pooled_logits, config=self.config)
+
+        return SequenceClassifierOutputWithPast(
+            loss=loss,
+            logits=pooled_logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+__all__ = ["GPTForCausalLM", "GPTForSequenceClassification", "GPTModel", "GPTPreTrainedModel"]
