@@ -1,0 +1,43 @@
+"""Evaluation: offline `evaluate` metrics found by path, Trainer metric hooks, and the evaluate-a-checkpoint command.
+
+Public API
+    `EvaluationArguments`, `run_evaluation(args, data_args) -> dict`, `main(argv=None)`: the `hf-llm eval` command
+    (also `python eval/evaluate_model.py`), writing `metrics.json` (with a manifest) and `metrics.md`.
+    `metric_path(name, metrics_dir=None)`, `load_metric(name, metrics_dir=None)`: the `evaluate` modules in
+    `eval/metrics/<name>/` (`accuracy`, `bleu`, `perplexity`), found relative to the checkout.
+    `load_model_for_evaluation(model_name_or_path, task, ...)`: a full model or LoRA adapter plus its tokenizer.
+    `compute_perplexity(model, tokenizer, texts, ...)`: token-weighted, batched, sliding-window perplexity.
+    `classification_report(predictions, references)`: accuracy, macro-F1, confusion matrix.
+    Trainer hooks: `preprocess_logits_for_causal_lm_metrics` + `compute_causal_lm_metrics` (eval perplexity and
+    token accuracy without holding logits), `preprocess_logits_for_classification` + `compute_classification_metrics`.
+"""
+
+from .classification import classification_report
+from .evaluate_model import TASKS, EvaluationArguments, main, run_evaluation
+from .loading import DEFAULT_METRICS_DIR, is_adapter, load_metric, load_model_for_evaluation, metric_path
+from .perplexity import compute_perplexity, model_max_length
+from .trainer_metrics import (
+    compute_causal_lm_metrics,
+    compute_classification_metrics,
+    preprocess_logits_for_causal_lm_metrics,
+    preprocess_logits_for_classification,
+)
+
+__all__ = [
+    "DEFAULT_METRICS_DIR",
+    "TASKS",
+    "EvaluationArguments",
+    "classification_report",
+    "compute_causal_lm_metrics",
+    "compute_classification_metrics",
+    "compute_perplexity",
+    "is_adapter",
+    "load_metric",
+    "load_model_for_evaluation",
+    "main",
+    "metric_path",
+    "model_max_length",
+    "preprocess_logits_for_causal_lm_metrics",
+    "preprocess_logits_for_classification",
+    "run_evaluation",
+]
