@@ -1,0 +1,51 @@
+"""Pieces every training script shares: argument dataclasses, callbacks, atomic checkpoints, recipes, presets."""
+
+from .arguments import ModelArguments, PretrainConfig, bf16_available
+from .callbacks import (
+    GPU_PEAK_BF16_FLOPS,
+    NonFiniteError,
+    NonFiniteGuardCallback,
+    PerplexityCallback,
+    ThroughputCallback,
+    add_callbacks,
+    flops_per_token,
+    get_peak_bf16_flops,
+    perplexity_from_loss,
+)
+from .checkpointing import (
+    AtomicCheckpointMixin,
+    AtomicCheckpointTrainer,
+    find_latest_checkpoint,
+    is_complete_checkpoint,
+    list_checkpoints,
+    resolve_resume_checkpoint,
+)
+from .presets import MODEL_PRESETS, build_gpt_config, padded_vocab_size
+from .recipes import RECIPE_NAME, recipe_dict, save_recipe
+
+__all__ = [
+    "GPU_PEAK_BF16_FLOPS",
+    "MODEL_PRESETS",
+    "RECIPE_NAME",
+    "AtomicCheckpointMixin",
+    "AtomicCheckpointTrainer",
+    "ModelArguments",
+    "NonFiniteError",
+    "NonFiniteGuardCallback",
+    "PerplexityCallback",
+    "PretrainConfig",
+    "ThroughputCallback",
+    "add_callbacks",
+    "bf16_available",
+    "build_gpt_config",
+    "find_latest_checkpoint",
+    "flops_per_token",
+    "get_peak_bf16_flops",
+    "is_complete_checkpoint",
+    "list_checkpoints",
+    "padded_vocab_size",
+    "perplexity_from_loss",
+    "recipe_dict",
+    "resolve_resume_checkpoint",
+    "save_recipe",
+]

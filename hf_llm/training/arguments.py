@@ -1,0 +1,186 @@
+"""Argument dataclasses shared by the training scripts.
+
+Each script parses `ModelArguments`, `hf_llm.data.DataArguments` and a `TrainingArguments` subclass (here
+[`PretrainConfig`]; TRL's configs for the later stages) with `TrlParser`, so `--config recipe.yaml` sets defaults and
+CLI flags override them. Field names match Hugging Face's own flags (`model_name_or_path`, `output_dir`, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+from .presets import MODEL_PRESETS
+
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+POSITION_EMBEDDING_TYPES = ("learned", "rope")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class ModelArguments:
+    """
+    Which model to train: a fresh GPT built from a preset and/or explicit sizes, or an existing checkpoint.
+
+    Args:
+        model_name_or_path (`str`, *optional*):
+            A saved model directory or Hub repo id to continue training from. When unset, a new `GPTForCausalLM` is
+            built from `model_preset` and the size fields below.
+        model_revision (`str`, defaults to `"main"`):
+            Hub revision (branch, tag or commit) of `model_name_or_path` / `tokenizer_name_or_path`.
+        model_preset (`str`, *optional*):
+            Shape of a new model: one of `hf_llm.training.MODEL_PRESETS` (`"tiny"`, `"small"`, `"gpt2-124m"`).
+        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size (`int`, *optional*):
+            Override the preset's size (a new model only).
+        max_position_embeddings (`int`, *optional*):
+            Override the preset's context length (a new model only).
+        position_embedding_type (`str`, *optional*):
+            `"learned"` or `"rope"` (a new model only).
+        embedding_dropout, attention_dropout, residual_dropout (`float`, *optional*):
+            Dropout probabilities (a new model only).
+        tie_word_embeddings (`bool`, *optional*):
+            Share the LM head with the token embedding (a new model only).
+        attn_implementation (`str`, *optional*):
+            `"eager"`, `"sdpa"`, `"flash_attention_2"`, ...; defaults to transformers' choice (sdpa when available).
+        dtype (`str`, *optional*):
+            Dtype to load `model_name_or_path` in (`"auto"`, `"float32"`, `"bfloat16"`, `"float16"`). Leave unset for
+            float32 master weights with bf16/fp16 autocast from `--bf16`/`--fp16`, the usual mixed-precision setup.
+        tokenizer_name_or_path (`str`, *optional*):
+            Tokenizer directory or Hub id. Defaults to `model_name_or_path`'s tokenizer; for a new model with no
+            tokenizer, a byte-level BPE tokenizer of `tokenizer_vocab_size` tokens is trained on the training split.
+        tokenizer_vocab_size (`int`, defaults to 4096):
+            Vocabulary size of a tokenizer trained by the script.
+        trust_remote_code (`bool`, defaults to `False`):
+            Allow custom code from the Hub. Never needed for hf_llm checkpoints when `hf_llm` is installed.
+    """
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Saved model directory or Hub repo id to continue training from."}
+    )
+    model_revision: str = field(default="main", metadata={"help": "Hub revision of the model and tokenizer."})
+    model_preset: str | None = field(
+        default=None, metadata={"help": f"Shape of a new model: one of {sorted(MODEL_PRESETS)}."}
+    )
+    hidden_size: int | None = field(default=None, metadata={"help": "New model: width of the residual stream."})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "New model: number of blocks."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "New model: attention heads."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "New model: MLP width."})
+    max_position_embeddings: int | None = field(default=None, metadata={"help": "New model: context length."})
+    position_embedding_type: str | None = field(default=None, metadata={"help": "New model: 'learned' or 'rope'."})
+    embedding_dropout: float | None = field(default=None, metadata={"help": "New model: embedding dropout."})
+    attention_dropout: float | None = field(default=None, metadata={"help": "New model: attention dropout."})
+    residual_dropout: float | None = field(default=None, metadata={"help": "New model: residual dropout."})
+    tie_word_embeddings: bool | None = field(default=None, metadata={"help": "New model: tie LM head to embeddings."})
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": f"Attention kernel: one of {list(ATTN_IMPLEMENTATIONS)}."}
+    )
+    dtype: str | None = field(default=None, metadata={"help": f"Load dtype of model_name_or_path: {list(DTYPES)}."})
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer directory or Hub id; default: the model's, or train one."}
+    )
+    tokenizer_vocab_size: int = field(default=4096, metadata={"help": "Vocabulary size of a tokenizer we train."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the Hub."})
+
+    def __post_init__(self):
+        if self.model_preset is not None and self.model_preset not in MODEL_PRESETS:
+            raise ValueError(
+                f"--model_preset {self.model_preset!r} is unknown; choose one of {sorted(MODEL_PRESETS)}."
+            )
+        if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"--attn_implementation {self.attn_implementation!r} is unknown; choose one of "
+                f"{list(ATTN_IMPLEMENTATIONS)}."
+            )
+        if self.position_embedding_type is not None and self.position_embedding_type not in POSITION_EMBEDDING_TYPES:
+            raise ValueError(
+                f"--position_embedding_type {self.position_embedding_type!r} is unknown; choose one of "
+                f"{list(POSITION_EMBEDDING_TYPES)}."
+            )
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"--dtype {self.dtype!r} is unknown; choose one of {list(DTYPES)}.")
+        if self.tokenizer_vocab_size < 300:
+            raise ValueError(
+                f"--tokenizer_vocab_size {self.tokenizer_vocab_size} is too small for a byte-level BPE "
+                "(256 bytes + special tokens); pass at least 300."
+            )
+        if self.model_name_or_path is not None:
+            shape_flags = [name for name in _NEW_MODEL_FIELDS if getattr(self, name) is not None]
+            if shape_flags:
+                raise ValueError(
+                    f"--model_name_or_path {self.model_name_or_path} loads an existing model, whose shape cannot "
+                    f"change; remove {', '.join('--' + name for name in shape_flags)}."
+                )
+
+    def config_overrides(self) -> dict:
+        """The GPTConfig fields set explicitly on the command line or in the recipe (unset ones are left out)."""
+        return {name: getattr(self, name) for name in _NEW_MODEL_FIELDS[1:] if getattr(self, name) is not None}
+
+
+_NEW_MODEL_FIELDS = (
+    "model_preset",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "position_embedding_type",
+    "embedding_dropout",
+    "attention_dropout",
+    "residual_dropout",
+    "tie_word_embeddings",
+)
+
+
+def bf16_available() -> bool:
+    """Whether the accelerator trains in bf16 natively (a CUDA GPU with bf16 support: Ampere or newer)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+@dataclass
+class PretrainConfig(TrainingArguments):
+    """
+    `transformers.TrainingArguments` with pretraining defaults. Every TrainingArguments flag works unchanged.
+
+    Changed defaults: AdamW (`adam_beta2=0.95`, `weight_decay=0.1`), cosine schedule with warmup, `max_grad_norm=1.0`,
+    TensorBoard logging, token counting for throughput (`include_num_input_tokens_seen="non_padding"`), non-finite
+    losses shown in the logs (`logging_nan_inf_filter=False`) and `bf16` chosen from the hardware.
+
+    Args:
+        bf16 (`bool`, *optional*):
+            Train in bf16 mixed precision. Defaults to `True` on a GPU that supports it, `False` elsewhere (CPU bf16
+            autocast is slow on most CPUs).
+        resume_from_checkpoint (`str`, *optional*):
+            A `checkpoint-N` directory, or `"latest"` for the newest complete checkpoint in `output_dir` (a fresh
+            start when there is none, so the same command starts and resumes a preemptible job).
+    """
+
+    learning_rate: float = field(default=6e-4, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule after warmup."})
+    warmup_steps: float = field(
+        default=0.05, metadata={"help": "Warmup steps (int) or fraction of all steps (float in [0, 1))."}
+    )
+    report_to: None | str | list[str] = field(
+        default="tensorboard", metadata={"help": "Integrations to log to ('none' to disable)."}
+    )
+    logging_nan_inf_filter: bool = field(
+        default=False, metadata={"help": "Hide NaN/Inf losses in the logs (the NaN guard stops the run anyway)."}
+    )
+    # Typed `str` (upstream: `str | bool`, which argparse reads as a bool and so refuses "non_padding").
+    include_num_input_tokens_seen: str = field(
+        default="non_padding", metadata={"help": "Count tokens for tokens/s: 'all', 'non_padding' or 'no'."}
+    )
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision; default: on where the GPU supports it."}
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint-N directory, or 'latest' (newest complete one in output_dir)."}
+    )
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = bf16_available() and not self.fp16 and not self.use_cpu
+        super().__post_init__()
