@@ -1,0 +1,489 @@
+"""Load a dataset for one task from a Hub id, local files or the bundled `pydocs`, with canonical columns."""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
+from transformers.utils import logging
+
+from .arguments import COLUMN_FLAGS, TASKS, DataArguments
+from .pydocs import load_pydocs
+
+logger = logging.get_logger(__name__)
+
+# File extension -> (datasets packaged builder, extra builder kwargs).
+FILE_BUILDERS: dict[str, tuple[str, dict]] = {
+    ".txt": ("text", {}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"sep": "\t"}),
+    ".parquet": ("parquet", {}),
+}
+_TEXT_EXTENSIONS = {".txt", ".json", ".jsonl", ".csv", ".tsv"}
+_SPLIT_ALIASES = {
+    "train": ("train", "training"),
+    "validation": ("validation", "valid", "dev", "val", "eval"),
+    "test": ("test", "testing"),
+}
+
+# Canonical columns each task needs; `None` marks an optional one.
+TASK_COLUMNS: dict[str, dict[str, bool]] = {
+    "pretrain": {"text": True},
+    "classification": {"text": True, "label": True},
+    "instruction": {"instruction": True, "input": False, "output": True},
+    "preference": {"prompt": False, "chosen": True, "rejected": True},
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Local files
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def check_utf8(path: str | os.PathLike, chunk_size: int = 1 << 20) -> None:
+    """
+    Raise a `ValueError` naming the file and byte offset if `path` is not valid UTF-8.
+
+    Args:
+        path (`str` or `os.PathLike`): The file to check; read in chunks, so large files are fine.
+        chunk_size (`int`, defaults to 1 MiB): Bytes read at a time.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(chunk_size)
+            # The decoder holds back up to 3 bytes of a character cut by the previous chunk; errors count from them.
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:
+                start = offset - pending + e.start
+                raise ValueError(
+                    f"{path} is not valid UTF-8: byte 0x{e.object[e.start]:02x} at byte offset {start} "
+                    f"({e.reason}); re-encode the file as UTF-8, or pass --encoding_errors replace to substitute "
+                    "U+FFFD for bad bytes"
+                ) from None
+            if not chunk:
+                return
+            offset += len(chunk)
+
+
+def _split_of_file(relative: Path) -> str:
+    tokens = [t for part in relative.with_suffix("").parts for t in re.split(r"[^a-z0-9]+", part.lower()) if t]
+    for split, aliases in _SPLIT_ALIASES.items():
+        if any(token in aliases for token in tokens):
+            return split
+    return "train"
+
+
+def _data_files(path: Path) -> tuple[str, dict[str, list[str]]]:
+    """The builder and `{split: files}` for a local file or folder."""
+    if path.is_file():
+        files = [path]
+        split_of = {path: "train"}
+    else:
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in FILE_BUILDERS
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not files:
+            raise ValueError(
+                f"no data files in folder {path}; supported extensions are {sorted(FILE_BUILDERS)} (hidden files "
+                "are ignored)"
+            )
+        split_of = {p: _split_of_file(p.relative_to(path)) for p in files}
+    extension = {p.suffix.lower() for p in files}
+    unknown = extension - set(FILE_BUILDERS)
+    if unknown:
+        raise ValueError(
+            f"unsupported file type {sorted(unknown)} for {path}; supported extensions are {sorted(FILE_BUILDERS)}"
+        )
+    if len({"json" if e in (".json", ".jsonl") else e for e in extension}) > 1:
+        raise ValueError(f"folder {path} mixes file types {sorted(extension)}; keep one format per dataset folder")
+    for p in files:
+        if p.stat().st_size == 0:
+            raise ValueError(f"data file {p} is empty; remove it or point --dataset_name elsewhere")
+    by_split: dict[str, list[str]] = {}
+    for p in files:
+        by_split.setdefault(split_of[p], []).append(str(p))
+    return next(iter(extension)), by_split
+
+
+def _load_local(path: Path, data_args: DataArguments) -> DatasetDict:
+    extension, data_files = _data_files(path)
+    builder, builder_kwargs = FILE_BUILDERS[extension]
+    builder_kwargs = dict(builder_kwargs)
+    if extension in _TEXT_EXTENSIONS:
+        if data_args.encoding_errors == "strict":
+            for files in data_files.values():
+                for file in files:
+                    check_utf8(file)
+        else:
+            if builder == "json":
+                # The JSON builder hands raw bytes to pyarrow, which has no error handler: decode here instead.
+                return _load_json_replacing(data_files)
+            builder_kwargs["encoding_errors"] = data_args.encoding_errors
+            if builder == "csv":
+                builder_kwargs["encoding"] = "utf-8"
+    if builder == "text":
+        builder_kwargs["sample_by"] = data_args.text_sample_by
+    try:
+        return load_dataset(builder, data_files=data_files, **builder_kwargs)
+    except Exception as e:  # datasets wraps parser errors in many types; name the files and the cause
+        cause = e.__cause__ or e
+        raise ValueError(
+            f"could not read {path} as {extension[1:]}: {type(cause).__name__}: {cause}. Check the file's format "
+            f"(JSON Lines needs one object per line; CSV needs a header row)"
+        ) from e
+
+
+def _load_json_replacing(data_files: dict[str, list[str]]) -> DatasetDict:
+    import json
+
+    splits = {}
+    for split, files in data_files.items():
+        rows = []
+        for file in files:
+            text = Path(file).read_bytes().decode("utf-8", errors="replace")
+            stripped = text.lstrip()
+            if stripped.startswith("["):
+                rows.extend(json.loads(text))
+            else:
+                rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
+        splits[split] = Dataset.from_list(rows)
+    return DatasetDict(splits)
+
+
+def _looks_like_path(name: str) -> bool:
+    return (
+        name.startswith((".", "/", "~"))
+        or os.sep in name
+        and not re.fullmatch(r"[\w.-]+/[\w.-]+", name)
+        or Path(name).suffix.lower() in FILE_BUILDERS
+    )
+
+
+def load_raw_dataset(data_args: DataArguments) -> DatasetDict:
+    """
+    Load `data_args.dataset_name` (a Hub id or local file/folder) as it is, without renaming columns.
+
+    Args:
+        data_args (`DataArguments`): `dataset_name`, `dataset_config_name`, `encoding_errors`, `text_sample_by`.
+
+    Returns:
+        `DatasetDict`: the source's own splits (`train` for a single local file).
+    """
+    name = data_args.dataset_name
+    if not name:
+        raise ValueError("no dataset given: pass --dataset_name (a Hub dataset id, a local file or folder, or pydocs)")
+    path = Path(name).expanduser()
+    if path.exists():
+        return _load_local(path, data_args)
+    if _looks_like_path(name):
+        raise FileNotFoundError(f"--dataset_name {name}: no such file or folder")
+    try:
+        loaded = load_dataset(name, data_args.dataset_config_name)
+    except Exception as e:  # offline, unknown id, missing config...: one message that says what was tried
+        raise ValueError(
+            f"could not load dataset {name!r} (config {data_args.dataset_config_name!r}) from the Hugging Face Hub: "
+            f"{type(e).__name__}: {e}. --dataset_name takes a Hub dataset id, a local file or folder "
+            f"({', '.join(sorted(FILE_BUILDERS))}), or 'pydocs' for the bundled offline corpus"
+        ) from e
+    if not isinstance(loaded, DatasetDict):
+        loaded = DatasetDict({data_args.dataset_train_split: loaded})
+    return loaded
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Splits and columns
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _pick_splits(raw: DatasetDict, data_args: DataArguments, seed: int, source: str) -> DatasetDict:
+    available = list(raw)
+    train_name = data_args.dataset_train_split
+    if train_name not in raw:
+        raise ValueError(
+            f"split {train_name!r} not found in {source}; splits are {available}; pass --dataset_train_split <name>"
+        )
+
+    def find(requested: str | None, aliases: tuple[str, ...], flag: str) -> str | None:
+        if requested is not None:
+            if requested not in raw:
+                raise ValueError(f"split {requested!r} not found in {source}; splits are {available}; fix {flag}")
+            return requested
+        return next((a for a in aliases if a in raw and a != train_name), None)
+
+    validation_name = find(
+        data_args.dataset_validation_split, _SPLIT_ALIASES["validation"], "--dataset_validation_split"
+    )
+    test_name = find(data_args.dataset_test_split, _SPLIT_ALIASES["test"], "--dataset_test_split")
+    splits = {"train": raw[train_name]}
+    if validation_name is not None:
+        splits["validation"] = raw[validation_name]
+    elif data_args.validation_split_percentage > 0:
+        train = raw[train_name]
+        if len(train) < 2:
+            raise ValueError(
+                f"{source} has {len(train)} training example(s), too few to hold out a validation split; add data or "
+                "pass --validation_split_percentage 0"
+            )
+        held_out = train.train_test_split(test_size=data_args.validation_split_percentage / 100, seed=seed)
+        splits["train"], splits["validation"] = held_out["train"], held_out["test"]
+        logger.info(
+            f"{source} has no validation split: held out {len(held_out['test'])} of {len(train)} training examples "
+            f"({data_args.validation_split_percentage}%)"
+        )
+    if test_name is not None:
+        splits["test"] = raw[test_name]
+    for split, ds in splits.items():
+        if len(ds) == 0:
+            raise ValueError(f"split {split!r} of {source} is empty")
+    return DatasetDict(splits)
+
+
+def _rename_columns(ds: DatasetDict, task: str, mapping: dict[str, str], source: str) -> DatasetDict:
+    wanted = TASK_COLUMNS[task]
+    if task == "instruction" and (
+        "messages" in mapping
+        or ("messages" in ds["train"].column_names and not {"instruction", "output"} & mapping.keys())
+    ):
+        wanted = {"messages": True}
+    for canonical in mapping:
+        if canonical not in wanted:
+            logger.warning(f"--{COLUMN_FLAGS[canonical]} is ignored for task {task!r}")
+    renamed = {}
+    for split, split_ds in ds.items():
+        columns = split_ds.column_names
+        rename = {}
+        for canonical, required in wanted.items():
+            source_column = mapping.get(canonical, canonical)
+            if source_column in columns:
+                rename[source_column] = canonical
+            elif canonical in mapping:
+                raise ValueError(
+                    f"--{COLUMN_FLAGS[canonical]} {source_column}: column {source_column!r} not found in {source} "
+                    f"(split {split!r}); columns are {columns}"
+                )
+            elif required:
+                raise ValueError(
+                    f"column {canonical!r} not found in {source} (split {split!r}); columns are {columns}; pass "
+                    f"--{COLUMN_FLAGS[canonical]} <name> to use one of them"
+                    + ("; or give a 'messages' column (chat format)" if task == "instruction" else "")
+                )
+        # Drop the canonical names that are about to be overwritten by a mapped column, then keep only ours.
+        clashing = [c for c in rename.values() if c in columns and c not in rename]
+        split_ds = split_ds.remove_columns(clashing)
+        split_ds = split_ds.rename_columns({k: v for k, v in rename.items() if k != v})
+        extra = [c for c in split_ds.column_names if c not in wanted]
+        if extra:
+            logger.info(f"{source} (split {split!r}): dropping columns {extra} not used by task {task!r}")
+            split_ds = split_ds.remove_columns(extra)
+        renamed[split] = split_ds
+    return DatasetDict(renamed)
+
+
+def _check_strings(ds: DatasetDict, columns: list[str], source: str) -> None:
+    for split, split_ds in ds.items():
+        for column in columns:
+            if column not in split_ds.column_names:
+                continue
+            feature = split_ds.features[column]
+            if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+                raise ValueError(
+                    f"column {column!r} of {source} (split {split!r}) holds {feature}, not text; map a text column "
+                    f"with --{COLUMN_FLAGS[column]}"
+                )
+
+
+def _drop_empty(ds: DatasetDict, columns: list[str], source: str, num_proc: int | None) -> DatasetDict:
+    """Drop rows whose required text is missing or blank, and say how many."""
+
+    def keep(batch):
+        return [
+            all(isinstance(batch[c][i], str) and batch[c][i].strip() for c in columns)
+            for i in range(len(batch[columns[0]]))
+        ]
+
+    out = {}
+    for split, split_ds in ds.items():
+        kept = split_ds.filter(keep, batched=True, num_proc=num_proc, desc=f"Checking {split} for empty text")
+        dropped = len(split_ds) - len(kept)
+        if dropped:
+            logger.warning(
+                f"{source} (split {split!r}): dropped {dropped} of {len(split_ds)} examples with empty {columns}"
+            )
+        if len(kept) == 0:
+            raise ValueError(f"split {split!r} of {source} has no non-empty {columns}")
+        out[split] = kept
+    return DatasetDict(out)
+
+
+def _encode_labels(ds: DatasetDict, class_names: list[str] | None, source: str, num_proc: int | None) -> DatasetDict:
+    feature = ds["train"].features["label"]
+    if isinstance(feature, ClassLabel) and class_names is None:
+        names = list(feature.names)
+    elif class_names is not None:
+        names = list(class_names)
+    else:
+        values = set(ds["train"].unique("label"))
+        if None in values:
+            raise ValueError(f"column 'label' of {source} (split 'train') has missing values")
+        if all(isinstance(v, str) for v in values):
+            names = sorted(values)
+        elif all(isinstance(v, (int, bool)) for v in values):
+            if min(values) < 0:
+                raise ValueError(
+                    f"label {min(values)} in {source} (split 'train') is negative; labels must be 0..N-1, class "
+                    "names, or pass --class_names"
+                )
+            names = [str(i) for i in range(int(max(values)) + 1)]
+        else:
+            raise ValueError(
+                f"column 'label' of {source} holds {sorted(map(repr, values))[:5]}...; classification needs integer "
+                "ids or class-name strings"
+            )
+    if len(names) < 2:
+        raise ValueError(f"{source} has a single class {names}; classification needs at least two (see --class_names)")
+    index = {name: i for i, name in enumerate(names)}
+    out = {}
+    for split, split_ds in ds.items():
+        split_feature = split_ds.features["label"]
+        if isinstance(split_feature, ClassLabel):
+            split_ds = (
+                split_ds.cast_column("label", Value("int64")) if list(split_feature.names) != names else split_ds
+            )
+            if list(split_feature.names) != names:
+                # Remap ids through their names onto our class order.
+                old = list(split_feature.names)
+                split_ds = split_ds.map(
+                    lambda b, old=old: {"label": [index.get(old[v], -2) if v >= 0 else v for v in b["label"]]},
+                    batched=True,
+                    num_proc=num_proc,
+                )
+        values = split_ds.unique("label")
+        bad = [
+            v
+            for v in values
+            if not (
+                (isinstance(v, str) and v in index)
+                or (isinstance(v, (int, bool)) and not isinstance(v, str) and 0 <= v < len(names))
+            )
+        ]
+        if bad:
+            if split == "test" and all(v == -1 for v in bad) and len(values) == 1:
+                logger.warning(f"split 'test' of {source} is unlabeled (every label is -1): leaving it out")
+                continue
+            raise ValueError(
+                f"labels {sorted(map(repr, bad))[:10]} in {source} (split {split!r}) are outside the class set "
+                f"{names}; fix the data or pass --class_names with every class"
+            )
+        if any(isinstance(v, str) for v in values):
+            split_ds = split_ds.map(
+                lambda b: {"label": [index[v] for v in b["label"]]}, batched=True, num_proc=num_proc
+            )
+        split_ds = split_ds.cast_column("label", ClassLabel(names=names))
+        out[split] = split_ds
+    return DatasetDict(out)
+
+
+def _normalize(ds: DatasetDict, task: str, data_args: DataArguments, source: str) -> DatasetDict:
+    num_proc = data_args.preprocessing_num_workers
+    ds = _rename_columns(ds, task, data_args.column_mapping(), source)
+    columns = ds["train"].column_names
+    if task == "pretrain":
+        _check_strings(ds, ["text"], source)
+        ds = _drop_empty(ds, ["text"], source, num_proc)
+    elif task == "classification":
+        _check_strings(ds, ["text"], source)
+        ds = _drop_empty(ds, ["text"], source, num_proc)
+        ds = _encode_labels(ds, data_args.class_names, source, num_proc)
+    elif task == "instruction" and "messages" not in columns:
+        _check_strings(ds, ["instruction", "output"], source)
+        if "input" not in columns:
+            ds = DatasetDict({s: d.add_column("input", [""] * len(d)) for s, d in ds.items()})
+        else:
+            ds = ds.map(lambda b: {"input": [x or "" for x in b["input"]]}, batched=True, num_proc=num_proc)
+        ds = _drop_empty(ds, ["instruction", "output"], source, num_proc)
+        ds = ds.select_columns(["instruction", "input", "output"])
+    elif task == "preference":
+        if "chosen" in columns and isinstance(ds["train"].features["chosen"], Value):
+            _check_strings(ds, [c for c in ("prompt", "chosen", "rejected") if c in columns], source)
+            ds = _drop_empty(ds, ["chosen", "rejected"], source, num_proc)
+    return ds
+
+
+def _limit(ds: DatasetDict, data_args: DataArguments) -> DatasetDict:
+    out = {}
+    for split, split_ds in ds.items():
+        limit = data_args.max_train_samples if split == "train" else data_args.max_eval_samples
+        out[split] = split_ds.select(range(min(limit, len(split_ds)))) if limit is not None else split_ds
+    return DatasetDict(out)
+
+
+def load_dataset_from_args(data_args: DataArguments, task: str, *, seed: int = 42) -> DatasetDict:
+    """
+    Load `data_args.dataset_name` for `task`, with the task's canonical columns and `train`/`validation`(/`test`).
+
+    Args:
+        data_args (`DataArguments`): Source, split names, column flags and limits.
+        task (`str`): `"pretrain"`, `"classification"`, `"instruction"` or `"preference"`.
+        seed (`int`, defaults to 42): Seed of the validation hold-out when the source has no validation split.
+
+    Returns:
+        `DatasetDict`: `train` and `validation` (unless `--validation_split_percentage 0` and the source has none),
+        plus `test` when the source has one. Columns: pretrain `text`; classification `text`, `label`
+        (`ClassLabel`); instruction `instruction`, `input`, `output` (or `messages`); preference `chosen`,
+        `rejected` and `prompt` if present. Bad input raises a `ValueError` naming the file/column/flag to fix.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
+    if data_args.dataset_name == "pydocs":
+        if data_args.column_mapping():
+            logger.warning("--*_column flags are ignored for pydocs, whose columns are already canonical")
+        ds = load_pydocs(task).remove_columns("source")
+        return _limit(ds, data_args)
+    source = data_args.dataset_name
+    raw = load_raw_dataset(data_args)
+    ds = _pick_splits(raw, data_args, seed, source)
+    ds = _normalize(ds, task, data_args, source)
+    return _limit(ds, data_args)
+
+
+def load_task_dataset(dataset_name: str, task: str, *, seed: int = 42, **data_args_fields) -> DatasetDict:
+    """
+    Load a dataset for one task: `load_dataset_from_args(DataArguments(dataset_name=..., **data_args_fields))`.
+
+    Args:
+        dataset_name (`str`): A Hub dataset id, a local file or folder, or `"pydocs"`.
+        task (`str`): `"pretrain"`, `"classification"`, `"instruction"` or `"preference"`.
+        seed (`int`, defaults to 42): Seed of the validation hold-out.
+        **data_args_fields: Any `DataArguments` field, e.g. `text_column="review"`, `dataset_config_name="plain_text"`.
+
+    Returns:
+        `DatasetDict`: see `load_dataset_from_args`.
+
+    Example:
+
+    ```python
+    >>> from hf_llm.data import load_task_dataset
+    >>> ds = load_task_dataset("reviews.csv", "classification", text_column="review", label_column="stars")
+    ```
+    """
+    valid = {f.name for f in dataclasses.fields(DataArguments)} - {"dataset_name"}
+    unknown = sorted(set(data_args_fields) - valid)
+    if unknown:
+        raise TypeError(
+            f"load_task_dataset got unknown options {unknown}; valid ones are DataArguments fields {sorted(valid)}"
+        )
+    return load_dataset_from_args(DataArguments(dataset_name=dataset_name, **data_args_fields), task, seed=seed)

@@ -1,0 +1,481 @@
+"""`pydocs`: the bundled offline corpus, built from the running Python's own documentation.
+
+Sources, read from the interpreter that runs hf_llm (so nothing is downloaded):
+
+- `pydoc_data.topics`: the language-reference topics behind `help("with")` (about 80 documents);
+- the docstrings of about 200 standard-library modules, with their classes, functions and methods.
+
+Each module belongs to one coarse *area* of the standard library (`STDLIB_AREAS`); the areas are the classes of the
+classification task. Modules in `GENERAL_MODULES` feed the other tasks only. Splits are made by *unit* (a module or
+a topic), never by item, so nothing a model sees in `train` comes from a module or topic that is in `test`: within
+each area the units, largest first, go to whichever split is furthest below its share (80/10/10 of characters).
+Every text is also deduplicated across the whole corpus before splitting.
+
+The four task datasets are built once per Python version and builder version, saved with `save_to_disk` under
+`<cache>/pydocs/<key>/` (`HF_LLM_CACHE` overrides the cache root, which defaults to `$XDG_CACHE_HOME/hf_llm` or
+`~/.cache/hf_llm`) and written atomically; `manifest.json` there records the content fingerprint and sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_from_disk
+from datasets.utils import logging as datasets_logging
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+# Bump whenever the records produced below change, so old caches are not reused.
+BUILDER_VERSION = "1"
+
+SPLITS = ("train", "validation", "test")
+SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+
+# The classification classes: area of the standard library -> modules documented in it. Order matters (class ids).
+STDLIB_AREAS: dict[str, tuple[str, ...]] = {
+    "text_processing": (
+        "string re difflib textwrap unicodedata stringprep codecs html html.parser gettext locale shlex tokenize csv "
+        "configparser tomllib xml.etree.ElementTree xml.dom.minidom xml.dom.pulldom xml.sax xml.sax.handler "
+        "xml.sax.saxutils xml.sax.xmlreader"
+    ).split(),
+    "files_and_os": (
+        "os posixpath pathlib shutil glob fnmatch tempfile filecmp io stat fileinput zipfile tarfile gzip bz2 lzma "
+        "zlib platform errno getpass time shelve dbm pickle copyreg marshal sqlite3 zipimport netrc plistlib"
+    ).split(),
+    "networking_and_internet": (
+        "socket ssl select selectors http http.client http.server http.cookies http.cookiejar urllib.request "
+        "urllib.parse urllib.error urllib.robotparser email.message email.parser email.utils email.headerregistry "
+        "email.policy email.generator smtplib imaplib poplib ftplib mailbox mimetypes base64 binascii quopri json "
+        "json.decoder json.encoder ipaddress webbrowser socketserver wsgiref.simple_server wsgiref.handlers "
+        "wsgiref.util xmlrpc.client xmlrpc.server uuid"
+    ).split(),
+    "numbers_and_math": "math cmath decimal _pydecimal fractions numbers random statistics".split(),
+    "data_structures_and_algorithms": (
+        "collections collections.abc heapq bisect array copy pprint enum dataclasses functools itertools operator "
+        "types weakref graphlib reprlib queue struct hashlib hmac secrets"
+    ).split(),
+    "concurrency": (
+        "threading _thread multiprocessing multiprocessing.pool multiprocessing.managers multiprocessing.queues "
+        "multiprocessing.shared_memory multiprocessing.connection multiprocessing.synchronize "
+        "multiprocessing.process multiprocessing.context concurrent.futures concurrent.futures.thread "
+        "concurrent.futures.process concurrent.futures._base asyncio.tasks asyncio.events asyncio.base_events "
+        "asyncio.queues asyncio.locks asyncio.streams asyncio.subprocess asyncio.futures asyncio.runners "
+        "asyncio.taskgroups asyncio.timeouts asyncio.transports asyncio.protocols asyncio.selector_events "
+        "asyncio.unix_events asyncio.sslproto asyncio.coroutines asyncio.exceptions subprocess sched contextvars "
+        "signal"
+    ).split(),
+}
+# Documented for pretraining, instruction and preference data, but not a classification class.
+GENERAL_MODULES: tuple[str, ...] = tuple(
+    (
+        "builtins unittest.case unittest.mock unittest.loader unittest.suite doctest pdb bdb inspect dis ast "
+        "logging logging.handlers logging.config argparse typing traceback warnings timeit trace tracemalloc "
+        "contextlib abc importlib importlib.util importlib.abc importlib.machinery importlib.metadata "
+        "importlib.resources pydoc cProfile profile pstats gc atexit code codeop site sysconfig keyword sys "
+        "optparse getopt cmd calendar datetime zoneinfo pkgutil modulefinder runpy symtable linecache"
+    ).split()
+)
+TOPICS_AREA = "language_reference"
+GENERAL_AREA = "general"
+MIN_DOC_CHARS = 40
+MIN_SUMMARY_CHARS = 20
+MAX_TOPIC_ANSWER_CHARS = 800
+
+
+def hf_llm_cache_dir() -> Path:
+    """
+    Return the root of hf_llm's on-disk cache: `$HF_LLM_CACHE`, else `$XDG_CACHE_HOME/hf_llm`, else
+    `~/.cache/hf_llm`.
+    """
+    if os.environ.get("HF_LLM_CACHE"):
+        return Path(os.environ["HF_LLM_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "hf_llm"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Extraction: units (modules and topics) with their documented items
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _clean(doc: object) -> str | None:
+    if not isinstance(doc, str):
+        return None
+    doc = inspect.cleandoc(doc).strip()
+    # Object reprs carry memory addresses, which differ between runs.
+    doc = re.sub(r" at 0x[0-9a-fA-F]+", "", doc)
+    return doc if len(doc) >= MIN_DOC_CHARS else None
+
+
+def _summary(doc: str) -> str:
+    """The first paragraph of a docstring, on one line."""
+    return " ".join(doc.split("\n\n", 1)[0].split())
+
+
+def _defined_in(obj: object, module_name: str) -> bool:
+    return getattr(obj, "__module__", None) == module_name
+
+
+def _module_items(module_name: str) -> list[tuple[str, str]] | None:
+    """`(qualified name, docstring)` for the module and what it defines, in a deterministic order."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    items = []
+    doc = _clean(module.__doc__)
+    if doc:
+        items.append((module_name, doc))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # typing.io and friends warn on attribute access
+        members = sorted(vars(module).items())
+        for name, obj in members:
+            if name.startswith("_"):
+                continue
+            if inspect.isclass(obj) and _defined_in(obj, module.__name__):
+                doc = _clean(obj.__doc__)
+                if doc:
+                    items.append((f"{module_name}.{name}", doc))
+                for attr, value in sorted(vars(obj).items()):
+                    if attr.startswith("_"):
+                        continue
+                    if callable(value) or isinstance(value, (property, classmethod, staticmethod)):
+                        doc = _clean(getattr(value, "__doc__", None))
+                        if doc:
+                            items.append((f"{module_name}.{name}.{attr}", doc))
+            elif callable(obj) and _defined_in(obj, module.__name__):
+                doc = _clean(obj.__doc__)
+                if doc:
+                    items.append((f"{module_name}.{name}", doc))
+    return items
+
+
+def _topic_units() -> list[dict]:
+    from pydoc_data.topics import topics
+
+    units = []
+    for key in sorted(topics):
+        text = topics[key].strip()
+        if len(text) < MIN_DOC_CHARS:
+            continue
+        lines = text.split("\n")
+        # Topics open with a title underlined by '*' or '='; a few start directly with prose.
+        if len(lines) > 1 and set(lines[1].strip()) <= set("*=-") and lines[1].strip():
+            title, body = lines[0].strip(), "\n".join(lines[2:]).strip()
+        else:
+            title, body = key.replace("-", " "), text
+        units.append({"name": f"topic:{key}", "area": TOPICS_AREA, "title": title, "text": text, "body": body})
+    return units
+
+
+def _extract_units() -> tuple[list[dict], list[str]]:
+    """All units, deduplicated across the corpus, plus the modules that could not be imported here."""
+    seen: set[str] = set()
+    units, missing = [], []
+    plan = [(area, module) for area, modules in STDLIB_AREAS.items() for module in modules]
+    plan += [(GENERAL_AREA, module) for module in GENERAL_MODULES]
+    for area, module_name in plan:
+        items = _module_items(module_name)
+        if items is None:
+            missing.append(module_name)
+            continue
+        kept = []
+        for qualname, doc in items:
+            if doc not in seen:
+                seen.add(doc)
+                kept.append((qualname, doc))
+        if kept:
+            units.append({"name": module_name, "area": area, "items": kept})
+    for unit in _topic_units():
+        if unit["text"] not in seen:
+            seen.add(unit["text"])
+            units.append(unit)
+    return units, missing
+
+
+def _unit_chars(unit: dict) -> int:
+    return len(unit["text"]) if "text" in unit else sum(len(doc) for _, doc in unit["items"])
+
+
+def _assign_splits(units: list[dict]) -> dict[str, str]:
+    """Unit name -> split: within each area, largest unit first, to the split furthest below its share."""
+    assignment = {}
+    for area in sorted({unit["area"] for unit in units}):
+        members = sorted((u for u in units if u["area"] == area), key=lambda u: (-_unit_chars(u), u["name"]))
+        filled = dict.fromkeys(SPLITS, 0)
+        for unit in members:
+            split = min(SPLITS, key=lambda s: (filled[s] / SPLIT_FRACTIONS[s], SPLITS.index(s)))
+            assignment[unit["name"]] = split
+            filled[split] += _unit_chars(unit)
+    return assignment
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Task records
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _pretrain_records(unit: dict) -> list[dict]:
+    if "text" in unit:
+        return [{"text": unit["text"], "source": unit["name"]}]
+    parts = [f"{qualname}\n\n{doc}" for qualname, doc in unit["items"]]
+    return [{"text": "\n\n\n".join(parts), "source": unit["name"]}]
+
+
+def _classification_records(unit: dict) -> list[dict]:
+    if unit["area"] not in STDLIB_AREAS:
+        return []
+    # The text is the docstring alone: the qualified name would give the module (and so the class) away.
+    return [{"text": doc, "label": unit["area"], "source": qualname} for qualname, doc in unit["items"]]
+
+
+def _topic_opening(body: str) -> str:
+    answer = ""
+    for paragraph in body.split("\n\n"):
+        paragraph = " ".join(paragraph.split())
+        if not paragraph:
+            continue
+        if answer and len(answer) + len(paragraph) > MAX_TOPIC_ANSWER_CHARS:
+            break
+        answer = f"{answer}\n\n{paragraph}" if answer else paragraph
+    return answer[: MAX_TOPIC_ANSWER_CHARS * 2]
+
+
+def _instruction_records(unit: dict) -> list[dict]:
+    if "text" in unit:
+        title = unit["title"].replace('"', "`")
+        answer = _topic_opening(unit["body"])
+        if len(answer) < MIN_SUMMARY_CHARS:
+            return []
+        return [
+            {
+                "instruction": f"Explain {title[0].lower() + title[1:]}.",
+                "input": "",
+                "output": answer,
+                "source": unit["name"],
+            }
+        ]
+    records = []
+    for qualname, doc in unit["items"]:
+        summary = _summary(doc)
+        if len(summary) < MIN_SUMMARY_CHARS:
+            continue
+        body = doc.split("\n\n", 1)[1].strip() if "\n\n" in doc else ""
+        if qualname == unit["name"]:
+            instruction, input_text = f"What is the `{qualname}` module for?", ""
+        elif len(body) >= 80 and int(hashlib.sha256(qualname.encode()).hexdigest(), 16) % 2 == 0:
+            # Half of the items with a body ask for the summary of that body, so `input` is used too.
+            instruction = f"Write the one-line summary of this documentation of `{qualname}`."
+            input_text = body
+        else:
+            instruction, input_text = f"What does `{qualname}` do?", ""
+        records.append({"instruction": instruction, "input": input_text, "output": summary, "source": qualname})
+    return records
+
+
+def _corrupt(answer: str, rng: random.Random) -> str:
+    words = answer.split()
+    if len(words) < 4:
+        return answer[::-1]
+    cut = max(2, len(words) // 2)
+    shuffled = words[cut:]
+    rng.shuffle(shuffled)
+    return " ".join(words[:cut] + shuffled[: max(1, len(shuffled) // 2)])
+
+
+def _preference_records(instruction_records: list[dict], seed: int) -> list[dict]:
+    """Chosen = the item's answer; rejected = another item's answer (3 in 4) or a corrupted copy (1 in 4)."""
+    rng = random.Random(seed)
+    records = []
+    n = len(instruction_records)
+    for i, record in enumerate(instruction_records):
+        prompt = record["instruction"] + (f"\n\n{record['input']}" if record["input"] else "")
+        chosen = record["output"]
+        rejected = None
+        if i % 4 != 3 and n > 1:
+            for _ in range(10):
+                other = instruction_records[rng.randrange(n)]["output"]
+                if other != chosen:
+                    rejected = other
+                    break
+        if rejected is None:
+            rejected = _corrupt(chosen, rng)
+        if rejected == chosen:
+            continue
+        records.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "source": record["source"]})
+    return records
+
+
+def _dedupe(records: list[dict], keys: tuple[str, ...], seen: dict[str, set]) -> list[dict]:
+    kept = []
+    for record in records:
+        if any(record[k] in seen[k] for k in keys):
+            continue
+        for k in keys:
+            seen[k].add(record[k])
+        kept.append(record)
+    return kept
+
+
+def _features(task: str) -> Features:
+    if task == "pretrain":
+        return Features({"text": Value("string"), "source": Value("string")})
+    if task == "classification":
+        return Features(
+            {"text": Value("string"), "label": ClassLabel(names=list(STDLIB_AREAS)), "source": Value("string")}
+        )
+    if task == "instruction":
+        return Features({k: Value("string") for k in ("instruction", "input", "output", "source")})
+    return Features({k: Value("string") for k in ("prompt", "chosen", "rejected", "source")})
+
+
+def build_pydocs_records() -> tuple[dict[str, dict[str, list[dict]]], dict]:
+    """
+    Build every task's records from the running interpreter's documentation.
+
+    Returns:
+        `tuple(dict, dict)`: `records[task][split]` (lists of dicts) and a manifest with the content fingerprint,
+        the unit-to-split assignment and the sizes.
+    """
+    units, missing = _extract_units()
+    assignment = _assign_splits(units)
+    records = {task: {split: [] for split in SPLITS} for task in ("pretrain", "classification", "instruction")}
+    seen = {k: set() for k in ("instruction", "output")}
+    for unit in units:
+        split = assignment[unit["name"]]
+        records["pretrain"][split] += _pretrain_records(unit)
+        records["classification"][split] += _classification_records(unit)
+        records["instruction"][split] += _dedupe(_instruction_records(unit), ("instruction", "output"), seen)
+    records["preference"] = {
+        split: _preference_records(records["instruction"][split], seed=i) for i, split in enumerate(SPLITS)
+    }
+    label_ids = {name: i for i, name in enumerate(STDLIB_AREAS)}
+    for split in SPLITS:
+        for record in records["classification"][split]:
+            record["label"] = label_ids[record["label"]]
+
+    digest = hashlib.sha256(json.dumps(records, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    sizes = {task: {split: len(rows) for split, rows in by_split.items()} for task, by_split in records.items()}
+    class_counts = {
+        split: {name: sum(r["label"] == i for r in records["classification"][split]) for name, i in label_ids.items()}
+        for split in SPLITS
+    }
+    manifest = {
+        "name": "pydocs",
+        "fingerprint": digest[:16],
+        "builder_version": BUILDER_VERSION,
+        "python_version": sys.version.split()[0],
+        "pretrain_characters": sum(len(r["text"]) for rows in records["pretrain"].values() for r in rows),
+        "sizes": sizes,
+        "class_names": list(STDLIB_AREAS),
+        "class_counts": class_counts,
+        "missing_modules": missing,
+        "split_of_unit": dict(sorted(assignment.items())),
+    }
+    return records, manifest
+
+
+def _cache_key() -> str:
+    plan = {
+        "builder_version": BUILDER_VERSION,
+        "python": sys.version,
+        "areas": STDLIB_AREAS,
+        "general": GENERAL_MODULES,
+    }
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pydocs_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """
+    Build the pydocs corpus if it is not cached yet, and return its directory.
+
+    Args:
+        cache_dir (`str` or `os.PathLike`, *optional*):
+            Cache root; defaults to `hf_llm_cache_dir()`.
+
+    Returns:
+        `Path`: `<cache_dir>/pydocs/<key>`, holding `manifest.json` and one `save_to_disk` folder per task.
+    """
+    root = Path(cache_dir).expanduser() if cache_dir is not None else hf_llm_cache_dir()
+    final = root / "pydocs" / _cache_key()
+    if (final / "manifest.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    logger.info(f"Building the pydocs corpus in {final}")
+    records, manifest = build_pydocs_records()
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+    bars_were_enabled = datasets_logging.is_progress_bar_enabled()
+    datasets_logging.disable_progress_bar()
+    try:
+        for task, by_split in records.items():
+            features = _features(task)
+            DatasetDict(
+                {split: Dataset.from_list(rows, features=features) for split, rows in by_split.items()}
+            ).save_to_disk(str(tmp / task))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # Another process finished first: its copy is identical, keep it.
+            if not (final / "manifest.json").is_file():
+                raise
+    finally:
+        if bars_were_enabled:
+            datasets_logging.enable_progress_bar()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def pydocs_manifest(cache_dir: str | os.PathLike | None = None) -> dict:
+    """Return the manifest of the pydocs corpus (fingerprint, sizes, class counts, split of every unit)."""
+    return json.loads((pydocs_dir(cache_dir) / "manifest.json").read_text())
+
+
+def pydocs_fingerprint(cache_dir: str | os.PathLike | None = None) -> str:
+    """Return the content fingerprint of the pydocs corpus (16 hex digits of a SHA-256 over every record)."""
+    return pydocs_manifest(cache_dir)["fingerprint"]
+
+
+def load_pydocs(task: str, cache_dir: str | os.PathLike | None = None) -> DatasetDict:
+    """
+    Load the bundled offline `pydocs` corpus for one task.
+
+    Args:
+        task (`str`):
+            `"pretrain"` (`text`), `"classification"` (`text`, `label` as a `ClassLabel` over the areas of the
+            standard library), `"instruction"` (`instruction`, `input`, `output`) or `"preference"` (`prompt`,
+            `chosen`, `rejected`). Every task also has a `source` column (module, qualified name or topic).
+        cache_dir (`str` or `os.PathLike`, *optional*):
+            Cache root; defaults to `$HF_LLM_CACHE` or `~/.cache/hf_llm`.
+
+    Returns:
+        `DatasetDict`: `train`, `validation` and `test` splits, split by module or topic (no leakage).
+
+    Example:
+
+    ```python
+    >>> from hf_llm.data import load_pydocs
+    >>> ds = load_pydocs("classification")
+    >>> ds["train"].features["label"].names[:2]
+    ['text_processing', 'files_and_os']
+    ```
+    """
+    tasks = ("pretrain", "classification", "instruction", "preference")
+    if task not in tasks:
+        raise ValueError(f"unknown task {task!r} for pydocs; choose one of {list(tasks)}")
+    return load_from_disk(str(pydocs_dir(cache_dir) / task))

@@ -1,0 +1,181 @@
+"""Train a byte-level BPE tokenizer and give it hf_llm's special tokens and Alpaca chat template.
+
+The tokenizer is a standard `PreTrainedTokenizerFast`: `save_pretrained` writes `tokenizer.json`,
+`tokenizer_config.json` (with the chat template) and `special_tokens_map.json`, which `AutoTokenizer` loads
+anywhere, hf_llm installed or not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from datasets import Dataset
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+SPECIAL_TOKENS = (EOS_TOKEN, PAD_TOKEN)
+
+# The book's Alpaca prompt (Raschka, "Build a Large Language Model (From Scratch)", ch. 7).
+ALPACA_PREAMBLE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+)
+
+# Renders messages as the Alpaca prompt: a system message replaces the preamble, each user turn becomes an
+# `### Instruction:` section (an Alpaca `input` travels inside the user message under `### Input:`, see
+# `alpaca_messages`), each assistant turn a `### Response:` section ended by eos. `{% generation %}` marks the
+# assistant tokens for `return_assistant_tokens_mask` (TRL's `assistant_only_loss`).
+ALPACA_CHAT_TEMPLATE = (
+    "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{{ messages[0]['content'] }}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}"
+    "{{ '" + ALPACA_PREAMBLE + "' }}"
+    "{%- set loop_messages = messages -%}"
+    "{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if message['role'] == 'user' -%}"
+    "{{ '\\n\\n### Instruction:\\n' + message['content'] }}"
+    "{%- elif message['role'] == 'assistant' -%}"
+    "{{ '\\n\\n### Response:\\n' }}"
+    "{%- generation -%}{{ message['content'] + eos_token }}{%- endgeneration -%}"
+    "{%- else -%}"
+    "{{ raise_exception('The Alpaca template supports system, user and assistant roles, not ' + message['role']) }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '\\n\\n### Response:\\n' }}{%- endif -%}"
+)
+
+
+def format_alpaca_prompt(instruction: str, input_text: str = "", response: str | None = None) -> str:
+    """
+    Format one example as the book's Alpaca prompt, exactly as `ALPACA_CHAT_TEMPLATE` renders it.
+
+    Args:
+        instruction (`str`): The task.
+        input_text (`str`, defaults to `""`): Optional context; the `### Input:` section is left out when empty.
+        response (`str`, *optional*): The answer; without it the prompt ends with `### Response:\\n`, ready for
+            generation.
+    """
+    prompt = f"{ALPACA_PREAMBLE}\n\n### Instruction:\n{instruction}"
+    if input_text:
+        prompt += f"\n\n### Input:\n{input_text}"
+    prompt += "\n\n### Response:\n"
+    return prompt if response is None else prompt + response
+
+
+def alpaca_messages(instruction: str, input_text: str = "", output: str | None = None) -> list[dict[str, str]]:
+    """
+    Turn an Alpaca `instruction`/`input`/`output` triple into chat messages for `ALPACA_CHAT_TEMPLATE`.
+
+    `apply_chat_template(alpaca_messages(i, x), add_generation_prompt=True, tokenize=False)` equals
+    `format_alpaca_prompt(i, x)`.
+    """
+    user = instruction + (f"\n\n### Input:\n{input_text}" if input_text else "")
+    messages = [{"role": "user", "content": user}]
+    if output is not None:
+        messages.append({"role": "assistant", "content": output})
+    return messages
+
+
+def _batches(texts: Iterable[str] | Dataset, text_column: str, batch_size: int) -> Iterator[list[str]]:
+    if isinstance(texts, Dataset):
+        if text_column not in texts.column_names:
+            raise ValueError(
+                f"column {text_column!r} not found in the dataset; columns are {texts.column_names}; pass "
+                "--text_column <name>"
+            )
+        for start in range(0, len(texts), batch_size):
+            yield texts[start : start + batch_size][text_column]
+        return
+    if isinstance(texts, str):
+        raise TypeError("train_tokenizer takes an iterable of texts (or a Dataset), not a single string")
+    batch = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def train_tokenizer(
+    texts: Iterable[str] | Dataset,
+    vocab_size: int,
+    *,
+    min_frequency: int = 2,
+    text_column: str = "text",
+    model_max_length: int | None = None,
+    show_progress: bool = False,
+) -> PreTrainedTokenizerFast:
+    """
+    Train a byte-level BPE tokenizer (GPT-2 style) with hf_llm's special tokens and Alpaca chat template.
+
+    Args:
+        texts (`Iterable[str]` or `Dataset`): Training text; a `Dataset` is read from `text_column` in batches.
+        vocab_size (`int`): Final vocabulary size, special tokens included; at least 258 (256 bytes + 2 specials).
+        min_frequency (`int`, defaults to 2): A pair must occur this often to be merged.
+        text_column (`str`, defaults to `"text"`): Column read when `texts` is a `Dataset`.
+        model_max_length (`int`, *optional*): Stored in the tokenizer config (e.g. the model's context length).
+        show_progress (`bool`, defaults to `False`): Show the tokenizers library's progress bar.
+
+    Returns:
+        `PreTrainedTokenizerFast`: `<|endoftext|>` (id 0) as eos and bos, `<|pad|>` (id 1) as pad, no unk (every byte
+        is in the vocabulary), `chat_template` set to `ALPACA_CHAT_TEMPLATE`.
+
+    Example:
+
+    ```python
+    >>> from hf_llm.tokenizer import train_tokenizer
+    >>> tok = train_tokenizer(["Hello world. " * 50, "Python is a language."], vocab_size=300)
+    >>> tok.pad_token, tok.eos_token
+    ('<|pad|>', '<|endoftext|>')
+    ```
+    """
+    base = len(pre_tokenizers.ByteLevel.alphabet()) + len(SPECIAL_TOKENS)
+    if vocab_size < base:
+        raise ValueError(
+            f"--vocab_size {vocab_size} is smaller than the {base} base tokens (256 bytes + {len(SPECIAL_TOKENS)} "
+            f"special tokens); pass --vocab_size {base} or more"
+        )
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
+    seen = {"texts": 0, "chars": 0}
+
+    def counted(batches: Iterator[list[str]]) -> Iterator[list[str]]:
+        for batch in batches:
+            seen["texts"] += len(batch)
+            seen["chars"] += sum(len(t) for t in batch)
+            yield batch
+
+    tokenizer.train_from_iterator(counted(_batches(texts, text_column, 1000)), trainer=trainer)
+    if seen["chars"] == 0:
+        raise ValueError("train_tokenizer got no text: the dataset or iterable is empty")
+    logger.info(
+        f"Trained a byte-level BPE tokenizer with {tokenizer.get_vocab_size()} tokens on {seen['texts']} texts "
+        f"({seen['chars']} characters)"
+    )
+    kwargs = {"model_max_length": model_max_length} if model_max_length is not None else {}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=EOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        chat_template=ALPACA_CHAT_TEMPLATE,
+        clean_up_tokenization_spaces=False,
+        **kwargs,
+    )
