@@ -107,6 +107,7 @@ class GPTAttention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.bias)
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.bias)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.bias)
+        self.o_proj.is_residual_projection = True  # read by GPTPreTrainedModel._init_weights
         self.residual_dropout = nn.Dropout(config.residual_dropout)
 
     def forward(
@@ -156,6 +157,7 @@ class GPTMLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
         self.act_fn = ACT2FN[config.hidden_act]
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
+        self.down_proj.is_residual_projection = True  # read by GPTPreTrainedModel._init_weights
         self.residual_dropout = nn.Dropout(config.residual_dropout)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -210,11 +212,11 @@ class GPTPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """GPT-2 initialisation: N(0, 0.02) weights, zero biases, residual projections scaled by 1/sqrt(2 * layers)."""
         super()._init_weights(module)
-        std = self.config.initializer_range
-        if isinstance(module, GPTAttention):
-            init.normal_(module.o_proj.weight, mean=0.0, std=std / (2 * self.config.num_hidden_layers) ** 0.5)
-        elif isinstance(module, GPTMLP):
-            init.normal_(module.down_proj.weight, mean=0.0, std=std / (2 * self.config.num_hidden_layers) ** 0.5)
+        # The scaling is keyed on the Linear itself: transformers skips initialising parameter-free container modules
+        # of models outside the library, so a rule on GPTAttention/GPTMLP would silently never run.
+        if getattr(module, "is_residual_projection", False):
+            std = self.config.initializer_range / (2 * self.config.num_hidden_layers) ** 0.5
+            init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, GPTRotaryEmbedding):
             init.copy_(module.inv_freq, module.compute_inv_freq(self.config))
 
@@ -320,9 +322,12 @@ class GPTModel(GPTPreTrainedModel):
 
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
-        batch_size, seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         positions_given = position_ids is not None
-        if position_ids is None:
+        if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
+            # Count only real tokens, so a left-padded row gets the same positions (and outputs) as the unpadded one.
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_length:]  # (B, T)
+        elif position_ids is None:
             past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
             device = (input_ids if input_ids is not None else inputs_embeds).device
             position_ids = torch.arange(past_length, past_length + seq_length, device=device).unsqueeze(0)  # (1, T)
