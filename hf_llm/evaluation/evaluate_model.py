@@ -32,6 +32,7 @@ import torch
 from transformers import GenerationConfig, HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.utils import logging
 
+from ..tokenizer import alpaca_messages
 from .classification import classification_report
 from .loading import is_adapter, load_metric, load_model_for_evaluation
 from .perplexity import compute_perplexity, model_max_length
@@ -254,10 +255,8 @@ def instruction_prompt_and_reference(example: dict, tokenizer: PreTrainedTokeniz
             )
         prompt_messages, reference = messages[:-1], messages[-1]["content"]
     else:
-        user = example["instruction"]
-        if example.get("input"):
-            user = f"{user}\n\n{example['input']}"
-        prompt_messages, reference = [{"role": "user", "content": user}], example["output"]
+        prompt_messages = alpaca_messages(example["instruction"], example.get("input") or "")
+        reference = example["output"]
     if tokenizer.chat_template is None:
         raise ValueError(
             "the tokenizer has no chat template, so instruction prompts cannot be formatted; use a tokenizer from "

@@ -148,7 +148,9 @@ def compute_perplexity(
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, V)
         # Position t predicts token t + 1.
-        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:], reduction="none")  # (B, T - 1)
+        # Half-precision logits are upcast so the log-softmax is exact enough; float64 stays float64.
+        logits = logits if logits.dtype == torch.float64 else logits.float()
+        nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), input_ids[:, 1:], reduction="none")  # (B, T - 1)
         target_mask = scored[:, 1:].to(nll.device)
         nll_sums = (nll * target_mask).sum(dim=1).tolist()
         counts = target_mask.sum(dim=1).tolist()

@@ -50,7 +50,9 @@ def preprocess_logits_for_causal_lm_metrics(logits: torch.Tensor | tuple, labels
         `torch.Tensor` of shape `(batch, 3)`, float64: summed token NLL (nats), scored tokens, argmax hits.
     """
     logits = _first(logits)
-    shift_logits = logits[:, :-1].float()  # (B, T-1, V)
+    shift_logits = logits[:, :-1]  # (B, T-1, V)
+    if shift_logits.dtype != torch.float64:
+        shift_logits = shift_logits.float()  # bf16/fp16 logits are too coarse for a log-softmax
     shift_labels = labels[:, 1:].to(shift_logits.device)  # (B, T-1)
     mask = shift_labels != IGNORE_INDEX
     nll = F.cross_entropy(
