@@ -17,6 +17,7 @@ from .presets import MODEL_PRESETS
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 POSITION_EMBEDDING_TYPES = ("learned", "rope")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+PACKING_MODES = ("blocks", "padding_free")
 
 
 @dataclass
@@ -154,6 +155,10 @@ class PretrainConfig(TrainingArguments):
         resume_from_checkpoint (`str`, *optional*):
             A `checkpoint-N` directory, or `"latest"` for the newest complete checkpoint in `output_dir` (a fresh
             start when there is none, so the same command starts and resumes a preemptible job).
+        packing (`str`, defaults to `"blocks"`):
+            `"blocks"`: documents are concatenated (eos between them) and cut into `--block_size` blocks, the classic
+            GPT recipe. `"padding_free"`: each batch is whole documents (cut at `--max_seq_length`) flattened into
+            one row, with `position_ids` restarting per document so attention never crosses a document boundary.
     """
 
     learning_rate: float = field(default=6e-4, metadata={"help": "Peak AdamW learning rate."})
@@ -179,8 +184,17 @@ class PretrainConfig(TrainingArguments):
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint-N directory, or 'latest' (newest complete one in output_dir)."}
     )
+    packing: str = field(
+        default="blocks",
+        metadata={
+            "help": "'blocks': fixed --block_size blocks across documents; 'padding_free': whole documents (cut at "
+            "--max_seq_length) flattened per batch with per-document position_ids."
+        },
+    )
 
     def __post_init__(self):
+        if self.packing not in PACKING_MODES:
+            raise ValueError(f"--packing {self.packing!r} is unknown; choose one of {list(PACKING_MODES)}.")
         if self.bf16 is None:
             self.bf16 = bf16_available() and not self.fp16 and not self.use_cpu
         super().__post_init__()
