@@ -138,13 +138,17 @@ def _load_local(path: Path, data_args: DataArguments) -> DatasetDict:
     if builder == "text":
         builder_kwargs["sample_by"] = data_args.text_sample_by
     try:
-        return load_dataset(builder, data_files=data_files, **builder_kwargs)
+        loaded = load_dataset(builder, data_files=data_files, **builder_kwargs)
     except Exception as e:  # datasets wraps parser errors in many types; name the files and the cause
         cause = e.__cause__ or e
         raise ValueError(
             f"could not read {path} as {extension[1:]}: {type(cause).__name__}: {cause}. Check the file's format "
             f"(JSON Lines needs one object per line; CSV needs a header row)"
         ) from e
+    if builder == "text" and data_args.text_sample_by == "paragraph":
+        # Paragraphs keep the newlines around them; documents should not start or end with blank space.
+        loaded = loaded.map(lambda b: {"text": [t.strip() for t in b["text"]]}, batched=True)
+    return loaded
 
 
 def _load_json_replacing(data_files: dict[str, list[str]]) -> DatasetDict:
@@ -231,25 +235,38 @@ def _pick_splits(raw: DatasetDict, data_args: DataArguments, seed: int, source: 
     splits = {"train": raw[train_name]}
     if validation_name is not None:
         splits["validation"] = raw[validation_name]
-    elif data_args.validation_split_percentage > 0:
-        train = raw[train_name]
-        if len(train) < 2:
-            raise ValueError(
-                f"{source} has {len(train)} training example(s), too few to hold out a validation split; add data or "
-                "pass --validation_split_percentage 0"
-            )
-        held_out = train.train_test_split(test_size=data_args.validation_split_percentage / 100, seed=seed)
-        splits["train"], splits["validation"] = held_out["train"], held_out["test"]
-        logger.info(
-            f"{source} has no validation split: held out {len(held_out['test'])} of {len(train)} training examples "
-            f"({data_args.validation_split_percentage}%)"
-        )
     if test_name is not None:
         splits["test"] = raw[test_name]
     for split, ds in splits.items():
         if len(ds) == 0:
             raise ValueError(f"split {split!r} of {source} is empty")
     return DatasetDict(splits)
+
+
+def _hold_out_validation(ds: DatasetDict, data_args: DataArguments, seed: int, source: str) -> DatasetDict:
+    """Carve `validation_split_percentage` of train into `validation` when the source has none."""
+    if "validation" in ds or data_args.validation_split_percentage == 0:
+        return ds
+    train = ds["train"]
+    if len(train) < 2:
+        raise ValueError(
+            f"{source} has {len(train)} training example(s), too few to hold out a validation split; add data or "
+            "pass --validation_split_percentage 0"
+        )
+    test_size = data_args.validation_split_percentage / 100
+    stratify = "label" if "label" in train.column_names else None
+    try:
+        held_out = train.train_test_split(test_size=test_size, seed=seed, stratify_by_column=stratify)
+    except ValueError:  # too few examples of some class to stratify
+        held_out = train.train_test_split(test_size=test_size, seed=seed)
+    logger.info(
+        f"{source} has no validation split: held out {len(held_out['test'])} of {len(train)} training examples "
+        f"({data_args.validation_split_percentage}%)"
+    )
+    out = {"train": held_out["train"], "validation": held_out["test"]}
+    if "test" in ds:
+        out["test"] = ds["test"]
+    return DatasetDict(out)
 
 
 def _rename_columns(ds: DatasetDict, task: str, mapping: dict[str, str], source: str) -> DatasetDict:
@@ -385,7 +402,7 @@ def _encode_labels(ds: DatasetDict, class_names: list[str] | None, source: str, 
                 logger.warning(f"split 'test' of {source} is unlabeled (every label is -1): leaving it out")
                 continue
             raise ValueError(
-                f"labels {sorted(map(repr, bad))[:10]} in {source} (split {split!r}) are outside the class set "
+                f"labels {sorted(bad, key=repr)[:10]} in {source} (split {split!r}) are outside the class set "
                 f"{names}; fix the data or pass --class_names with every class"
             )
         if any(isinstance(v, str) for v in values):
@@ -457,7 +474,22 @@ def load_dataset_from_args(data_args: DataArguments, task: str, *, seed: int = 4
     raw = load_raw_dataset(data_args)
     ds = _pick_splits(raw, data_args, seed, source)
     ds = _normalize(ds, task, data_args, source)
+    ds = _hold_out_validation(ds, data_args, seed, source)
     return _limit(ds, data_args)
+
+
+def dataset_fingerprint(dataset: Dataset | DatasetDict) -> str:
+    """
+    Return a short fingerprint of a dataset's content and processing history, to record next to an artifact.
+
+    Built from `datasets`' own fingerprints (which track the data files and every `map`/`filter`), split by split;
+    the `pydocs` splits carry fingerprints derived from the corpus content, so they agree across machines.
+    """
+    import hashlib
+
+    parts = dataset.items() if isinstance(dataset, DatasetDict) else [("", dataset)]
+    key = ";".join(f"{split}={ds._fingerprint}" for split, ds in sorted(parts))
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def load_task_dataset(dataset_name: str, task: str, *, seed: int = 42, **data_args_fields) -> DatasetDict:

@@ -422,10 +422,14 @@ def pydocs_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     datasets_logging.disable_progress_bar()
     try:
         for task, by_split in records.items():
-            features = _features(task)
-            DatasetDict(
-                {split: Dataset.from_list(rows, features=features) for split, rows in by_split.items()}
-            ).save_to_disk(str(tmp / task))
+            splits = {}
+            for split, rows in by_split.items():
+                splits[split] = Dataset.from_list(rows, features=_features(task))
+                # A content-derived fingerprint (instead of a random one) makes `dataset_fingerprint` and the
+                # `map` cache agree across machines that build the same corpus.
+                key = f"pydocs/{manifest['fingerprint']}/{task}/{split}"
+                splits[split]._fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
+            DatasetDict(splits).save_to_disk(str(tmp / task))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         try:
             os.rename(tmp, final)
