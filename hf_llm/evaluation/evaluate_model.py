@@ -457,7 +457,8 @@ def build_manifest(args: EvaluationArguments, data_args, dataset, tokenizer, mod
 
 
 def _format(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    # Pipes would split a markdown table cell (sacrebleu signatures are pipe-separated).
+    return f"{value:.4f}" if isinstance(value, float) else str(value).replace("|", "\\|")
 
 
 def render_markdown(metrics: dict, manifest: dict, samples: list[dict] | None = None) -> str:

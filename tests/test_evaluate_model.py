@@ -1,0 +1,320 @@
+"""`eval/evaluate_model.py` / `hf_llm.evaluation.main` on tiny models: every task writes metrics.json and metrics.md,
+and every number equals an independent computation."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sacrebleu
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from hf_llm import GPTConfig, GPTForCausalLM, GPTForSequenceClassification
+from hf_llm.evaluation import compute_perplexity, main
+from hf_llm.tokenizer import alpaca_messages
+
+REPO = Path(__file__).resolve().parents[1]
+
+PRETRAIN = [
+    "The with statement wraps a block in the methods of a context manager.",
+    "def add(a, b):\n    return a + b",
+    "Lists are mutable sequences, typically used to store collections of homogeneous items.",
+    "The json module encodes and decodes JSON documents.",
+]
+CLASSIFICATION = [
+    ("open a file and read its lines", "files"),
+    ("send an HTTP request to a server", "network"),
+    ("compute the square root of a number", "math"),
+    ("list the entries of a directory", "files"),
+    ("parse a URL into its parts", "network"),
+    ("round a float to two decimals", "math"),
+    ("delete a file from the disk", "files"),
+]
+INSTRUCTION = [
+    ("Explain the with statement.", "", "It manages a context."),
+    ("What does len return?", "", "The number of items in a container."),
+    ("Add the numbers.", "2 and 3", "5"),
+    ("Name a mutable sequence type.", "", "list"),
+    ("What module encodes JSON?", "", "The json module."),
+]
+PREFERENCE = [
+    ("What is the codecs module for?", "Encoding and decoding text.", "It sorts lists."),
+    ("What does len return?", "The number of items.", "A string."),
+    ("What is a tuple?", "An immutable sequence.", "A network socket."),
+    ("What does json do?", "It encodes JSON documents.", "It plays music."),
+    ("What is os.path for?", "Manipulating file paths.", "Drawing charts."),
+]
+
+
+def _write_jsonl(folder: Path, rows: list[dict]) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_tokenizer):
+    """Tiny saved checkpoints (full models and LoRA adapters) and one dataset folder per task."""
+    root = tmp_path_factory.mktemp("evaluate_model")
+    tokenizer = tiny_tokenizer
+    config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    paths = {}
+    torch.manual_seed(0)
+    for name, model in {
+        "causal_lm": GPTForCausalLM(GPTConfig(**config)),
+        "classifier": GPTForSequenceClassification(GPTConfig(num_labels=3, **config)),
+        "reward": GPTForSequenceClassification(GPTConfig(num_labels=1, **config)),
+    }.items():
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+        paths[name] = str(root / name)
+
+    # A LoRA classifier on the pretrained causal LM, as train_scripts/finetune_classifier.py saves it: the adapter
+    # plus the new `score` head (modules_to_save). B matrices are perturbed so the adapter changes the outputs.
+    base = AutoModelForSequenceClassification.from_pretrained(paths["causal_lm"], num_labels=3)
+    lora = get_peft_model(
+        base,
+        LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["score"]),
+    )
+    with torch.no_grad():
+        for name, parameter in lora.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)
+    lora.save_pretrained(root / "lora_classifier")  # no tokenizer: it is found through the base model
+    paths["lora_classifier"] = str(root / "lora_classifier")
+    paths["lora_classifier_merged"] = lora.merge_and_unload().eval()
+
+    paths["data_pretrain"] = _write_jsonl(root / "data_pretrain", [{"text": t} for t in PRETRAIN])
+    paths["data_classification"] = _write_jsonl(
+        root / "data_classification", [{"text": t, "label": label} for t, label in CLASSIFICATION]
+    )
+    paths["data_instruction"] = _write_jsonl(
+        root / "data_instruction", [{"instruction": i, "input": x, "output": o} for i, x, o in INSTRUCTION]
+    )
+    paths["data_preference"] = _write_jsonl(
+        root / "data_preference", [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PREFERENCE]
+    )
+    paths["root"] = root
+    return paths
+
+
+def _run(workspace, name: str, *argv: str) -> tuple[dict, Path]:
+    output_dir = workspace["root"] / "out" / name
+    report = main([*argv, "--output_dir", str(output_dir), "--split", "test", "--batch_size", "3"])
+    on_disk = json.loads((output_dir / "metrics.json").read_text())
+    assert on_disk["metrics"] == json.loads(json.dumps(report["metrics"]))
+    return report, output_dir
+
+
+def _check_manifest(manifest: dict, task: str):
+    assert manifest["task"] == task and manifest["split"] == "test" and manifest["seed"] == 42
+    assert isinstance(manifest["dataset_fingerprint"], str) and manifest["dataset_fingerprint"]
+    for library in ("torch", "transformers", "datasets", "evaluate", "sacrebleu", "peft"):
+        assert manifest["versions"][library], library
+
+
+def test_pretrain_perplexity_and_bits_per_byte(workspace, tiny_tokenizer):
+    report, output_dir = _run(
+        workspace,
+        "pretrain",
+        "--model_name_or_path",
+        workspace["causal_lm"],
+        "--task",
+        "pretrain",
+        "--dataset_name",
+        workspace["data_pretrain"],
+    )
+    metrics = report["metrics"]
+    model = AutoModelForCausalLM.from_pretrained(workspace["causal_lm"]).eval()
+    expected = compute_perplexity(model, tiny_tokenizer, PRETRAIN, batch_size=1)
+    assert metrics["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-5)
+    num_bytes = sum(len(t.encode("utf-8")) for t in PRETRAIN)
+    assert metrics["num_bytes"] == num_bytes
+    assert metrics["bits_per_byte"] == pytest.approx(expected["nll_sum"] / math.log(2) / num_bytes, rel=1e-5)
+    _check_manifest(report["manifest"], "pretrain")
+    markdown = (output_dir / "metrics.md").read_text()
+    assert "| perplexity |" in markdown and "| bits_per_byte |" in markdown and "dataset_fingerprint" in markdown
+
+
+def _class_logits(model, tokenizer, texts):
+    rows = []
+    with torch.no_grad():
+        for text in texts:  # one at a time: no padding involved
+            ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+            rows.append(model(input_ids=ids).logits[0])
+    return torch.stack(rows).numpy()
+
+
+def _check_classification(report, output_dir, expected_predictions):
+    metrics = report["metrics"]
+    # ClassLabel ids follow the sorted class names when the data has string labels.
+    names = sorted({label for _, label in CLASSIFICATION})
+    assert metrics["label_names"] == names
+    references = np.array([names.index(label) for _, label in CLASSIFICATION])
+    assert metrics["accuracy"] == pytest.approx(np.mean(expected_predictions == references), rel=1e-12)
+    confusion = np.zeros((3, 3), dtype=int)
+    for r, p in zip(references, expected_predictions, strict=True):
+        confusion[r, p] += 1
+    assert metrics["confusion_matrix"] == confusion.tolist()
+    assert 0.0 <= metrics["macro_f1"] <= 1.0
+    assert (output_dir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (output_dir / "metrics.md").read_text()
+    assert "## Confusion matrix" in markdown and "| macro_f1 |" in markdown
+    _check_manifest(report["manifest"], "classification")
+
+
+def test_classification_full_model(workspace, tiny_tokenizer):
+    report, output_dir = _run(
+        workspace,
+        "classification",
+        "--model_name_or_path",
+        workspace["classifier"],
+        "--task",
+        "classification",
+        "--dataset_name",
+        workspace["data_classification"],
+    )
+    model = AutoModelForSequenceClassification.from_pretrained(workspace["classifier"]).eval()
+    predictions = _class_logits(model, tiny_tokenizer, [t for t, _ in CLASSIFICATION]).argmax(-1)
+    _check_classification(report, output_dir, predictions)
+    assert report["manifest"]["is_adapter"] is False
+
+
+def test_classification_lora_adapter(workspace, tiny_tokenizer):
+    report, output_dir = _run(
+        workspace,
+        "lora_classifier",
+        "--model_name_or_path",
+        workspace["lora_classifier"],
+        "--task",
+        "classification",
+        "--dataset_name",
+        workspace["data_classification"],
+    )
+    logits = _class_logits(workspace["lora_classifier_merged"], tiny_tokenizer, [t for t, _ in CLASSIFICATION])
+    _check_classification(report, output_dir, logits.argmax(-1))
+    assert report["manifest"]["is_adapter"] is True
+    assert report["manifest"]["model_class"].startswith("Peft")
+
+
+def test_instruction_bleu_of_greedy_generations(workspace, tiny_tokenizer):
+    report, output_dir = _run(
+        workspace,
+        "instruction",
+        "--model_name_or_path",
+        workspace["causal_lm"],
+        "--task",
+        "instruction",
+        "--dataset_name",
+        workspace["data_instruction"],
+        "--max_new_tokens",
+        "6",
+    )
+    metrics = report["metrics"]
+    samples = [json.loads(line) for line in (output_dir / "generations.jsonl").read_text().splitlines()]
+    assert [s["reference"] for s in samples] == [o for _, _, o in INSTRUCTION]
+
+    # Independent greedy decoding: one prompt at a time, no padding, no KV cache, argmax by hand.
+    model = AutoModelForCausalLM.from_pretrained(workspace["causal_lm"]).eval()
+    tokenizer = tiny_tokenizer
+    generations = []
+    for instruction, input_text, _ in INSTRUCTION:
+        prompt = tokenizer.apply_chat_template(
+            alpaca_messages(instruction, input_text), tokenize=False, add_generation_prompt=True
+        )
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        new = []
+        with torch.no_grad():
+            for _ in range(6):
+                next_id = int(model(input_ids=torch.tensor([ids + new]), use_cache=False).logits[0, -1].argmax())
+                if next_id == tokenizer.eos_token_id:
+                    break
+                new.append(next_id)
+        generations.append(tokenizer.decode(new, skip_special_tokens=True).strip())
+    assert [s["generation"] for s in samples] == generations
+    expected = sacrebleu.corpus_bleu(generations, [[o for _, _, o in INSTRUCTION]])
+    assert metrics["bleu"] == pytest.approx(expected.score, rel=1e-12)
+    assert metrics["reference_perplexity"] > 1.0
+    manifest = report["manifest"]
+    _check_manifest(manifest, "instruction")
+    assert manifest["decoding"] == {
+        "max_new_tokens": 6,
+        "do_sample": False,
+        "num_beams": 1,
+        "use_cache": True,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    markdown = (output_dir / "metrics.md").read_text()
+    assert "## Sample generations" in markdown
+    assert "nrefs:1\\|case:mixed" in markdown  # the signature's pipes are escaped inside the table
+
+
+def test_reward_pairwise_accuracy(workspace, tiny_tokenizer):
+    report, _ = _run(
+        workspace,
+        "reward",
+        "--model_name_or_path",
+        workspace["reward"],
+        "--task",
+        "reward",
+        "--dataset_name",
+        workspace["data_preference"],
+    )
+    model = AutoModelForSequenceClassification.from_pretrained(workspace["reward"]).eval()
+    eos = tiny_tokenizer.eos_token
+    chosen = _class_logits(model, tiny_tokenizer, [p + c + eos for p, c, _ in PREFERENCE])[:, 0]
+    rejected = _class_logits(model, tiny_tokenizer, [p + r + eos for p, _, r in PREFERENCE])[:, 0]
+    metrics = report["metrics"]
+    assert metrics["pairwise_accuracy"] == pytest.approx(np.mean(chosen > rejected), rel=1e-12)
+    assert metrics["mean_margin"] == pytest.approx(np.mean(chosen - rejected), rel=1e-4, abs=1e-6)
+    _check_manifest(report["manifest"], "reward")
+
+
+def test_bad_arguments_name_the_flag(workspace, tmp_path):
+    common = ["--dataset_name", workspace["data_pretrain"], "--output_dir", str(tmp_path)]
+    with pytest.raises(FileNotFoundError, match="--model_name_or_path"):
+        main(["--model_name_or_path", str(tmp_path / "missing"), "--task", "pretrain", *common])
+    with pytest.raises(ValueError, match="--task must be one of"):
+        main(["--model_name_or_path", workspace["causal_lm"], "--task", "translation", *common])
+    with pytest.raises(ValueError, match="pass --split"):
+        main(["--model_name_or_path", workspace["causal_lm"], "--task", "pretrain", "--split", "dev", *common])
+    with pytest.raises(ValueError, match="num_labels=1"):
+        main(
+            ["--model_name_or_path", workspace["classifier"], "--task", "reward"]
+            + ["--dataset_name", workspace["data_preference"], "--output_dir", str(tmp_path)]
+        )
+    assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch, transformers, evaluate and peft: ~30 s on 2 cores
+def test_script_runs_from_the_checkout(workspace, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "eval" / "evaluate_model.py")]
+        + ["--model_name_or_path", workspace["causal_lm"], "--task", "pretrain"]
+        + ["--dataset_name", workspace["data_pretrain"], "--output_dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert '"perplexity"' in result.stdout and metrics["perplexity"] > 1.0
+    assert (tmp_path / "metrics.md").is_file()
