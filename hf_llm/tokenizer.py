@@ -14,6 +14,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast
 from transformers.utils import logging
 
+from .data.errors import DataError
+
 logger = logging.get_logger(__name__)
 
 EOS_TOKEN = "<|endoftext|>"
@@ -85,7 +87,7 @@ def alpaca_messages(instruction: str, input_text: str = "", output: str | None =
 def _batches(texts: Iterable[str] | Dataset, text_column: str, batch_size: int) -> Iterator[list[str]]:
     if isinstance(texts, Dataset):
         if text_column not in texts.column_names:
-            raise ValueError(
+            raise DataError(
                 f"column {text_column!r} not found in the dataset; columns are {texts.column_names}; pass "
                 "--text_column <name>"
             )
@@ -139,7 +141,7 @@ def train_tokenizer(
     """
     base = len(pre_tokenizers.ByteLevel.alphabet()) + len(SPECIAL_TOKENS)
     if vocab_size < base:
-        raise ValueError(
+        raise DataError(
             f"--vocab_size {vocab_size} is smaller than the {base} base tokens (256 bytes + {len(SPECIAL_TOKENS)} "
             f"special tokens); pass --vocab_size {base} or more"
         )
@@ -164,7 +166,7 @@ def train_tokenizer(
 
     tokenizer.train_from_iterator(counted(_batches(texts, text_column, 1000)), trainer=trainer)
     if seen["chars"] == 0:
-        raise ValueError("train_tokenizer got no text: the dataset or iterable is empty")
+        raise DataError("train_tokenizer got no text: the dataset or iterable is empty")
     logger.info(
         f"Trained a byte-level BPE tokenizer with {tokenizer.get_vocab_size()} tokens on {seen['texts']} texts "
         f"({seen['chars']} characters)"

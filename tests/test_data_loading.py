@@ -6,7 +6,7 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import HfArgumentParser, TrainingArguments
 
-from hf_llm.data import DataArguments, check_utf8, dataset_fingerprint, load_task_dataset
+from hf_llm.data import DataArguments, DataError, check_utf8, dataset_fingerprint, load_task_dataset
 
 ROWS = [
     {"text": f"example number {i} about topic {i % 3}", "label": ["neg", "pos", "mixed"][i % 3]} for i in range(30)
@@ -133,7 +133,7 @@ def test_empty_inputs_raise(tmp_path):
 
 
 def test_missing_path_and_unreachable_hub_id():
-    with pytest.raises(FileNotFoundError, match="--dataset_name ./missing.jsonl: no such file"):
+    with pytest.raises(DataError, match="--dataset_name ./missing.jsonl: no such file"):
         load_task_dataset("./missing.jsonl", "pretrain")
     # Tests run offline: a Hub id fails with one message that says what --dataset_name accepts.
     with pytest.raises(ValueError, match="could not load dataset 'someone/not-here'.*pydocs"):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from hf_llm.data import DataArguments, dataset_fingerprint, load_dataset_from_args
+from hf_llm.data import DataArguments, DataError, dataset_fingerprint, load_dataset_from_args
 from hf_llm.tokenizer import train_tokenizer
 from hf_llm.training import save_recipe
 
@@ -85,5 +85,8 @@ def main(data_args: DataArguments, tokenizer_args: TokenizerArguments) -> None:
 
 if __name__ == "__main__":
     parser = TrlParser((DataArguments, TokenizerArguments))
-    data_args, tokenizer_args = parser.parse_args_and_config()
-    main(data_args, tokenizer_args)
+    try:
+        data_args, tokenizer_args = parser.parse_args_and_config()
+        main(data_args, tokenizer_args)
+    except DataError as e:  # bad data or flags: the message says what to fix, a traceback adds nothing
+        raise SystemExit(f"train_tokenizer.py: error: {e}") from None

@@ -7,6 +7,10 @@ Arguments
     `--max_seq_length`, `--overlong_strategy`, `--encoding_errors`, `--preprocessing_num_workers`, ...), safe to
     parse next to `TrainingArguments` and TRL configs.
 
+Errors
+    `DataError(ValueError)`: bad data or data flag; the message names the file/split/column/flag and the fix.
+    Scripts catch it and exit with the message alone.
+
 Loading (every task's output has canonical columns and `train`/`validation`, plus `test` when available)
     `load_task_dataset(dataset_name, task, *, seed=42, **data_args_fields) -> DatasetDict`
     `load_dataset_from_args(data_args, task, *, seed=42) -> DatasetDict`
@@ -40,6 +44,7 @@ chat template) built with `hf_llm.tokenizer.train_tokenizer`.
 """
 
 from .arguments import COLUMN_FLAGS, TASKS, DataArguments
+from .errors import DataError
 from .loading import check_utf8, dataset_fingerprint, load_dataset_from_args, load_raw_dataset, load_task_dataset
 from .packing import group_texts, padding_free_collator, split_documents, tokenize_texts
 from .pydocs import hf_llm_cache_dir, load_pydocs, pydocs_dir, pydocs_fingerprint, pydocs_manifest
@@ -49,6 +54,7 @@ __all__ = [
     "COLUMN_FLAGS",
     "TASKS",
     "DataArguments",
+    "DataError",
     "apply_overlong_strategy",
     "check_token_ids",
     "check_utf8",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import DataError
+
 TASKS = ("pretrain", "classification", "instruction", "preference")
 OVERLONG_STRATEGIES = ("truncate", "drop", "error")
 ENCODING_ERRORS = ("strict", "replace")
@@ -131,25 +133,25 @@ class DataArguments:
 
     def __post_init__(self):
         if self.encoding_errors not in ENCODING_ERRORS:
-            raise ValueError(f"--encoding_errors must be one of {list(ENCODING_ERRORS)}, got {self.encoding_errors!r}")
+            raise DataError(f"--encoding_errors must be one of {list(ENCODING_ERRORS)}, got {self.encoding_errors!r}")
         if self.overlong_strategy not in OVERLONG_STRATEGIES:
-            raise ValueError(
+            raise DataError(
                 f"--overlong_strategy must be one of {list(OVERLONG_STRATEGIES)}, got {self.overlong_strategy!r}"
             )
         if self.text_sample_by not in TEXT_SAMPLE_BY:
-            raise ValueError(f"--text_sample_by must be one of {list(TEXT_SAMPLE_BY)}, got {self.text_sample_by!r}")
+            raise DataError(f"--text_sample_by must be one of {list(TEXT_SAMPLE_BY)}, got {self.text_sample_by!r}")
         if not 0 <= self.validation_split_percentage < 100:
-            raise ValueError(
+            raise DataError(
                 f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}"
             )
         for name in ("block_size", "stride", "max_seq_length", "max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"--{name} must be a positive integer, got {value}")
+                raise DataError(f"--{name} must be a positive integer, got {value}")
         if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 1:
-            raise ValueError(f"--preprocessing_num_workers must be >= 1, got {self.preprocessing_num_workers}")
+            raise DataError(f"--preprocessing_num_workers must be >= 1, got {self.preprocessing_num_workers}")
         if self.stride is not None and self.block_size is not None and self.stride > self.block_size:
-            raise ValueError(
+            raise DataError(
                 f"--stride {self.stride} is larger than --block_size {self.block_size}: tokens between blocks would "
                 "be skipped; pass a stride <= block_size"
             )

@@ -12,6 +12,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
 from transformers.utils import logging
 
 from .arguments import COLUMN_FLAGS, TASKS, DataArguments
+from .errors import DataError
 from .pydocs import load_pydocs
 
 logger = logging.get_logger(__name__)
@@ -65,7 +66,7 @@ def check_utf8(path: str | os.PathLike, chunk_size: int = 1 << 20) -> None:
                 decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as e:
                 start = offset - pending + e.start
-                raise ValueError(
+                raise DataError(
                     f"{path} is not valid UTF-8: byte 0x{e.object[e.start]:02x} at byte offset {start} "
                     f"({e.reason}); re-encode the file as UTF-8, or pass --encoding_errors replace to substitute "
                     "U+FFFD for bad bytes"
@@ -97,7 +98,7 @@ def _data_files(path: Path) -> tuple[str, dict[str, list[str]]]:
             and not any(part.startswith(".") for part in p.relative_to(path).parts)
         )
         if not files:
-            raise ValueError(
+            raise DataError(
                 f"no data files in folder {path}; supported extensions are {sorted(FILE_BUILDERS)} (hidden files "
                 "are ignored)"
             )
@@ -105,14 +106,14 @@ def _data_files(path: Path) -> tuple[str, dict[str, list[str]]]:
     extension = {p.suffix.lower() for p in files}
     unknown = extension - set(FILE_BUILDERS)
     if unknown:
-        raise ValueError(
+        raise DataError(
             f"unsupported file type {sorted(unknown)} for {path}; supported extensions are {sorted(FILE_BUILDERS)}"
         )
     if len({"json" if e in (".json", ".jsonl") else e for e in extension}) > 1:
-        raise ValueError(f"folder {path} mixes file types {sorted(extension)}; keep one format per dataset folder")
+        raise DataError(f"folder {path} mixes file types {sorted(extension)}; keep one format per dataset folder")
     for p in files:
         if p.stat().st_size == 0:
-            raise ValueError(f"data file {p} is empty; remove it or point --dataset_name elsewhere")
+            raise DataError(f"data file {p} is empty; remove it or point --dataset_name elsewhere")
     by_split: dict[str, list[str]] = {}
     for p in files:
         by_split.setdefault(split_of[p], []).append(str(p))
@@ -141,7 +142,7 @@ def _load_local(path: Path, data_args: DataArguments) -> DatasetDict:
         loaded = load_dataset(builder, data_files=data_files, **builder_kwargs)
     except Exception as e:  # datasets wraps parser errors in many types; name the files and the cause
         cause = e.__cause__ or e
-        raise ValueError(
+        raise DataError(
             f"could not read {path} as {extension[1:]}: {type(cause).__name__}: {cause}. Check the file's format "
             f"(JSON Lines needs one object per line; CSV needs a header row)"
         ) from e
@@ -189,16 +190,16 @@ def load_raw_dataset(data_args: DataArguments) -> DatasetDict:
     """
     name = data_args.dataset_name
     if not name:
-        raise ValueError("no dataset given: pass --dataset_name (a Hub dataset id, a local file or folder, or pydocs)")
+        raise DataError("no dataset given: pass --dataset_name (a Hub dataset id, a local file or folder, or pydocs)")
     path = Path(name).expanduser()
     if path.exists():
         return _load_local(path, data_args)
     if _looks_like_path(name):
-        raise FileNotFoundError(f"--dataset_name {name}: no such file or folder")
+        raise DataError(f"--dataset_name {name}: no such file or folder")
     try:
         loaded = load_dataset(name, data_args.dataset_config_name)
     except Exception as e:  # offline, unknown id, missing config...: one message that says what was tried
-        raise ValueError(
+        raise DataError(
             f"could not load dataset {name!r} (config {data_args.dataset_config_name!r}) from the Hugging Face Hub: "
             f"{type(e).__name__}: {e}. --dataset_name takes a Hub dataset id, a local file or folder "
             f"({', '.join(sorted(FILE_BUILDERS))}), or 'pydocs' for the bundled offline corpus"
@@ -217,14 +218,14 @@ def _pick_splits(raw: DatasetDict, data_args: DataArguments, seed: int, source: 
     available = list(raw)
     train_name = data_args.dataset_train_split
     if train_name not in raw:
-        raise ValueError(
+        raise DataError(
             f"split {train_name!r} not found in {source}; splits are {available}; pass --dataset_train_split <name>"
         )
 
     def find(requested: str | None, aliases: tuple[str, ...], flag: str) -> str | None:
         if requested is not None:
             if requested not in raw:
-                raise ValueError(f"split {requested!r} not found in {source}; splits are {available}; fix {flag}")
+                raise DataError(f"split {requested!r} not found in {source}; splits are {available}; fix {flag}")
             return requested
         return next((a for a in aliases if a in raw and a != train_name), None)
 
@@ -239,7 +240,7 @@ def _pick_splits(raw: DatasetDict, data_args: DataArguments, seed: int, source: 
         splits["test"] = raw[test_name]
     for split, ds in splits.items():
         if len(ds) == 0:
-            raise ValueError(f"split {split!r} of {source} is empty")
+            raise DataError(f"split {split!r} of {source} is empty")
     return DatasetDict(splits)
 
 
@@ -249,7 +250,7 @@ def _hold_out_validation(ds: DatasetDict, data_args: DataArguments, seed: int, s
         return ds
     train = ds["train"]
     if len(train) < 2:
-        raise ValueError(
+        raise DataError(
             f"{source} has {len(train)} training example(s), too few to hold out a validation split; add data or "
             "pass --validation_split_percentage 0"
         )
@@ -288,12 +289,12 @@ def _rename_columns(ds: DatasetDict, task: str, mapping: dict[str, str], source:
             if source_column in columns:
                 rename[source_column] = canonical
             elif canonical in mapping:
-                raise ValueError(
+                raise DataError(
                     f"--{COLUMN_FLAGS[canonical]} {source_column}: column {source_column!r} not found in {source} "
                     f"(split {split!r}); columns are {columns}"
                 )
             elif required:
-                raise ValueError(
+                raise DataError(
                     f"column {canonical!r} not found in {source} (split {split!r}); columns are {columns}; pass "
                     f"--{COLUMN_FLAGS[canonical]} <name> to use one of them"
                     + ("; or give a 'messages' column (chat format)" if task == "instruction" else "")
@@ -317,7 +318,7 @@ def _check_strings(ds: DatasetDict, columns: list[str], source: str) -> None:
                 continue
             feature = split_ds.features[column]
             if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
-                raise ValueError(
+                raise DataError(
                     f"column {column!r} of {source} (split {split!r}) holds {feature}, not text; map a text column "
                     f"with --{COLUMN_FLAGS[column]}"
                 )
@@ -341,7 +342,7 @@ def _drop_empty(ds: DatasetDict, columns: list[str], source: str, num_proc: int 
                 f"{source} (split {split!r}): dropped {dropped} of {len(split_ds)} examples with empty {columns}"
             )
         if len(kept) == 0:
-            raise ValueError(f"split {split!r} of {source} has no non-empty {columns}")
+            raise DataError(f"split {split!r} of {source} has no non-empty {columns}")
         out[split] = kept
     return DatasetDict(out)
 
@@ -355,23 +356,23 @@ def _encode_labels(ds: DatasetDict, class_names: list[str] | None, source: str, 
     else:
         values = set(ds["train"].unique("label"))
         if None in values:
-            raise ValueError(f"column 'label' of {source} (split 'train') has missing values")
+            raise DataError(f"column 'label' of {source} (split 'train') has missing values")
         if all(isinstance(v, str) for v in values):
             names = sorted(values)
         elif all(isinstance(v, (int, bool)) for v in values):
             if min(values) < 0:
-                raise ValueError(
+                raise DataError(
                     f"label {min(values)} in {source} (split 'train') is negative; labels must be 0..N-1, class "
                     "names, or pass --class_names"
                 )
             names = [str(i) for i in range(int(max(values)) + 1)]
         else:
-            raise ValueError(
+            raise DataError(
                 f"column 'label' of {source} holds {sorted(map(repr, values))[:5]}...; classification needs integer "
                 "ids or class-name strings"
             )
     if len(names) < 2:
-        raise ValueError(f"{source} has a single class {names}; classification needs at least two (see --class_names)")
+        raise DataError(f"{source} has a single class {names}; classification needs at least two (see --class_names)")
     index = {name: i for i, name in enumerate(names)}
     out = {}
     for split, split_ds in ds.items():
@@ -401,7 +402,7 @@ def _encode_labels(ds: DatasetDict, class_names: list[str] | None, source: str, 
             if split == "test" and all(v == -1 for v in bad) and len(values) == 1:
                 logger.warning(f"split 'test' of {source} is unlabeled (every label is -1): leaving it out")
                 continue
-            raise ValueError(
+            raise DataError(
                 f"labels {sorted(bad, key=repr)[:10]} in {source} (split {split!r}) are outside the class set "
                 f"{names}; fix the data or pass --class_names with every class"
             )
@@ -464,7 +465,7 @@ def load_dataset_from_args(data_args: DataArguments, task: str, *, seed: int = 4
         `rejected` and `prompt` if present. Bad input raises a `ValueError` naming the file/column/flag to fix.
     """
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
+        raise DataError(f"unknown task {task!r}; choose one of {list(TASKS)}")
     if data_args.dataset_name == "pydocs":
         if data_args.column_mapping():
             logger.warning("--*_column flags are ignored for pydocs, whose columns are already canonical")

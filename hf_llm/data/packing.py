@@ -6,6 +6,8 @@ from datasets import Dataset, DatasetDict
 from transformers import DataCollatorWithFlattening, PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from .errors import DataError
+
 logger = logging.get_logger(__name__)
 
 _COVERED = "_hf_llm_new_tokens"
@@ -45,7 +47,7 @@ def tokenize_texts(
         `Dataset` or `DatasetDict` with a single `input_ids` column.
     """
     if add_eos and tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no eos token; set tokenizer.eos_token or pass add_eos=False")
+        raise DataError("the tokenizer has no eos token; set tokenizer.eos_token or pass add_eos=False")
     eos = [tokenizer.eos_token_id] if add_eos else []
 
     def tokenize(batch):
@@ -54,7 +56,7 @@ def tokenize_texts(
 
     def run(ds: Dataset, split: str | None) -> Dataset:
         if text_column not in ds.column_names:
-            raise ValueError(
+            raise DataError(
                 f"column {text_column!r} not found in the {_name(split)}; columns are {ds.column_names}; "
                 "pass --text_column <name>"
             )
@@ -100,9 +102,9 @@ def group_texts(
     """
     stride = block_size if stride is None else stride
     if block_size < 1:
-        raise ValueError(f"--block_size must be positive, got {block_size}")
+        raise DataError(f"--block_size must be positive, got {block_size}")
     if not 1 <= stride <= block_size:
-        raise ValueError(f"--stride must be between 1 and --block_size ({block_size}), got {stride}")
+        raise DataError(f"--stride must be between 1 and --block_size ({block_size}), got {stride}")
     overlap = block_size - stride
 
     def group(batch):
@@ -120,7 +122,7 @@ def group_texts(
 
     def run(ds: Dataset, split: str | None) -> Dataset:
         if "input_ids" not in ds.column_names:
-            raise ValueError(
+            raise DataError(
                 f"group_texts needs an 'input_ids' column (run tokenize_texts first); got {ds.column_names}"
             )
         total = _total_tokens(ds)
@@ -140,7 +142,7 @@ def group_texts(
             f"{dropped} tokens ({100 * dropped / max(total, 1):.2f}%) after the last full block of each batch dropped"
         )
         if len(packed) == 0:
-            raise ValueError(
+            raise DataError(
                 f"{_name(split)} has {total} tokens, fewer than one block of {block_size}: lower --block_size "
                 "or add data"
             )
@@ -172,7 +174,7 @@ def split_documents(
         `Dataset` or `DatasetDict` with a single `input_ids` column.
     """
     if max_length < 2:
-        raise ValueError(f"--max_seq_length must be at least 2 for padding-free packing, got {max_length}")
+        raise DataError(f"--max_seq_length must be at least 2 for padding-free packing, got {max_length}")
 
     def cut(batch):
         pieces = [ids[i : i + max_length] for ids in batch["input_ids"] for i in range(0, len(ids), max_length)]

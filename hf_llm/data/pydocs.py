@@ -35,6 +35,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_fro
 from datasets.utils import logging as datasets_logging
 from transformers.utils import logging
 
+from .errors import DataError
+
 logger = logging.get_logger(__name__)
 
 # Bump whenever the records produced below change, so old caches are not reused.
@@ -481,5 +483,5 @@ def load_pydocs(task: str, cache_dir: str | os.PathLike | None = None) -> Datase
     """
     tasks = ("pretrain", "classification", "instruction", "preference")
     if task not in tasks:
-        raise ValueError(f"unknown task {task!r} for pydocs; choose one of {list(tasks)}")
+        raise DataError(f"unknown task {task!r} for pydocs; choose one of {list(tasks)}")
     return load_from_disk(str(pydocs_dir(cache_dir) / task))

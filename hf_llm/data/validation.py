@@ -7,6 +7,7 @@ from datasets import Dataset, DatasetDict
 from transformers.utils import logging
 
 from .arguments import OVERLONG_STRATEGIES
+from .errors import DataError
 
 logger = logging.get_logger(__name__)
 
@@ -14,7 +15,7 @@ logger = logging.get_logger(__name__)
 def _column(ds: Dataset, column: str, split: str | None):
     if column not in ds.column_names:
         where = f"split {split!r}" if split else "the dataset"
-        raise ValueError(f"column {column!r} not found in {where}; columns are {ds.column_names}")
+        raise DataError(f"column {column!r} not found in {where}; columns are {ds.column_names}")
     return ds.with_format("arrow")[column]
 
 
@@ -52,7 +53,7 @@ def check_token_ids(dataset: Dataset | DatasetDict, vocab_size: int, *, column: 
             bad = low if low < 0 else high
             row = next(i for i, ids in enumerate(ds[column]) if bad in ids)
             where = f"split {split!r}, " if split else ""
-            raise ValueError(
+            raise DataError(
                 f"token id {bad} in {where}example {row} (column {column!r}) is outside the model's vocabulary "
                 f"[0, {vocab_size}): the tokenizer and model disagree; use the model's own tokenizer or resize the "
                 "model's embeddings (model.resize_token_embeddings(len(tokenizer)))"
@@ -88,7 +89,7 @@ def apply_overlong_strategy(
         The dataset with no example longer than `max_length`.
     """
     if strategy not in OVERLONG_STRATEGIES:
-        raise ValueError(f"--overlong_strategy must be one of {list(OVERLONG_STRATEGIES)}, got {strategy!r}")
+        raise DataError(f"--overlong_strategy must be one of {list(OVERLONG_STRATEGIES)}, got {strategy!r}")
     out = {}
     for split, ds in _splits(dataset).items():
         lengths = _lengths(ds, column, split)
@@ -102,7 +103,7 @@ def apply_overlong_strategy(
             f"--max_seq_length {max_length} (longest: {max(lengths)} tokens)"
         )
         if strategy == "error":
-            raise ValueError(f"{message}; raise --max_seq_length or pass --overlong_strategy truncate or drop")
+            raise DataError(f"{message}; raise --max_seq_length or pass --overlong_strategy truncate or drop")
         if strategy == "drop":
             ds = ds.filter(
                 lambda b: [len(x) <= max_length for x in b[column]], batched=True, num_proc=num_proc, desc="Dropping"
