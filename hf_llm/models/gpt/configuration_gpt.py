@@ -25,8 +25,9 @@ class GPTConfig(PreTrainedConfig):
             Width of the MLP. Defaults to `4 * hidden_size` (GPT-2: `n_inner`).
         max_position_embeddings (`int`, *optional*, defaults to 1024):
             Longest sequence the model accepts; the size of the learned position table (GPT-2: `n_positions`).
-        hidden_act (`str`, *optional*, defaults to `"gelu_new"`):
-            MLP activation, any key of `transformers.activations.ACT2FN`. GPT-2 uses the tanh GELU, `"gelu_new"`.
+        hidden_act (`str`, *optional*, defaults to `"gelu_pytorch_tanh"`):
+            MLP activation, any key of `transformers.activations.ACT2FN`. The default is GPT-2's tanh GELU
+            (`"gelu_new"`) computed by PyTorch's fused kernel.
         embedding_dropout (`float`, *optional*, defaults to 0.0):
             Dropout on the summed token and position embeddings (GPT-2: `embd_pdrop`).
         attention_dropout (`float`, *optional*, defaults to 0.0):
@@ -79,7 +80,7 @@ class GPTConfig(PreTrainedConfig):
         num_attention_heads: int = 12,
         intermediate_size: int | None = None,
         max_position_embeddings: int = 1024,
-        hidden_act: str = "gelu_new",
+        hidden_act: str = "gelu_pytorch_tanh",
         embedding_dropout: float = 0.0,
         attention_dropout: float = 0.0,
         residual_dropout: float = 0.0,

@@ -472,7 +472,8 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             num_attention_heads=source.n_head,
             intermediate_size=source.n_inner,
             max_position_embeddings=source.n_positions,
-            hidden_act=source.activation_function,
+            # The same tanh GELU as GPT-2's "gelu_new", from PyTorch's fused kernel instead of five elementwise ops.
+            hidden_act="gelu_pytorch_tanh" if source.activation_function == "gelu_new" else source.activation_function,
             embedding_dropout=source.embd_pdrop,
             attention_dropout=source.attn_pdrop,
             residual_dropout=source.resid_pdrop,

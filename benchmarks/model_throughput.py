@@ -1,0 +1,207 @@
+"""Throughput of `GPTForCausalLM` against transformers' `GPT2LMHeadModel` of the same dimensions.
+
+Both models hold the same weights (ours is converted with `GPTForCausalLM.from_gpt2`), run the same batches, and are
+timed in interleaved rounds (the order flips every round) so machine noise hits both alike. Every figure printed is
+a ratio taken in this one run:
+
+- training tokens/s (forward + backward + AdamW step), ours / GPT-2, per attention implementation;
+- cached greedy generation tokens/s, ours / GPT-2;
+- our cached generation / our uncached generation (what the KV cache buys) at `--max_new_tokens`.
+
+Run:
+
+    python benchmarks/model_throughput.py                      # CPU defaults, a few minutes on 2 cores
+    python benchmarks/model_throughput.py --device cuda --dtype bfloat16 --hidden_size 768 --num_layers 12
+"""
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from hf_llm import GPTForCausalLM
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden_size", type=int, default=256)
+    parser.add_argument("--num_layers", type=int, default=4)
+    parser.add_argument("--num_heads", type=int, default=4)
+    parser.add_argument("--vocab_size", type=int, default=4096)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--seq_length", type=int, default=256)
+    parser.add_argument("--train_steps", type=int, default=3, help="timed optimizer steps per model per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--prompt_length", type=int, default=32)
+    parser.add_argument("--max_new_tokens", type=int, default=256)
+    parser.add_argument("--generation_batch_size", type=int, default=1)
+    parser.add_argument("--attn_implementations", nargs="+", default=["eager", "sdpa"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--output_json", default="outputs/benchmarks/model_throughput.json")
+    return parser.parse_args()
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], None], device: str) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def build_pair(args: argparse.Namespace, attn_implementation: str) -> tuple[GPT2LMHeadModel, GPTForCausalLM]:
+    torch.manual_seed(0)
+    gpt2_config = GPT2Config(
+        vocab_size=args.vocab_size,
+        n_embd=args.hidden_size,
+        n_layer=args.num_layers,
+        n_head=args.num_heads,
+        n_positions=max(args.seq_length, args.prompt_length + args.max_new_tokens),
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        resid_pdrop=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    gpt2_config._attn_implementation = attn_implementation
+    dtype = getattr(torch, args.dtype)
+    gpt2 = GPT2LMHeadModel(gpt2_config).to(args.device, dtype)
+    ours = GPTForCausalLM.from_gpt2(gpt2).to(args.device, dtype)
+    ours.set_attn_implementation(attn_implementation)
+    gpt2.set_attn_implementation(attn_implementation)
+    return gpt2, ours
+
+
+def training_step_fn(model: torch.nn.Module, batch: torch.Tensor) -> Callable[[], None]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+
+    def step() -> None:
+        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def generation_fn(model: torch.nn.Module, prompt: torch.Tensor, max_new_tokens: int, use_cache: bool):
+    model.eval()
+
+    @torch.inference_mode()
+    def generate() -> None:
+        output = model.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens,
+            do_sample=False,
+            use_cache=use_cache,
+            pad_token_id=0,
+        )
+        assert output.shape[1] == prompt.shape[1] + max_new_tokens
+
+    return generate
+
+
+def interleaved(candidates: dict[str, Callable[[], None]], rounds: int, device: str) -> dict[str, list[float]]:
+    """Time each candidate once per round, flipping the order every round; returns seconds per round."""
+    for fn in candidates.values():  # warm-up: allocator, kernels, lazy initialisation
+        fn()
+    seconds: dict[str, list[float]] = {name: [] for name in candidates}
+    names = list(candidates)
+    for round_index in range(rounds):
+        for name in names if round_index % 2 == 0 else reversed(names):
+            seconds[name].append(timed(candidates[name], device))
+    return seconds
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_grad_enabled(True)
+    results: dict[str, dict] = {"settings": vars(args), "torch_threads": torch.get_num_threads()}
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_length), generator=generator).to(args.device)
+    prompt = torch.randint(0, args.vocab_size, (args.generation_batch_size, args.prompt_length), generator=generator)
+    prompt = prompt.to(args.device)
+    train_tokens = args.batch_size * args.seq_length * args.train_steps
+    new_tokens = args.generation_batch_size * args.max_new_tokens
+
+    for attn_implementation in args.attn_implementations:
+        gpt2, ours = build_pair(args, attn_implementation)
+
+        def repeat(step: Callable[[], None]) -> Callable[[], None]:
+            return lambda: [step() for _ in range(args.train_steps)]
+
+        train_seconds = interleaved(
+            {
+                "hf_llm": repeat(training_step_fn(ours, batch)),
+                "gpt2": repeat(training_step_fn(gpt2, batch)),
+            },
+            args.rounds,
+            args.device,
+        )
+        generation_seconds = interleaved(
+            {
+                "hf_llm": generation_fn(ours, prompt, args.max_new_tokens, use_cache=True),
+                "gpt2": generation_fn(gpt2, prompt, args.max_new_tokens, use_cache=True),
+            },
+            args.rounds,
+            args.device,
+        )
+        uncached_seconds = interleaved(
+            {
+                "hf_llm_cached": generation_fn(ours, prompt, args.max_new_tokens, use_cache=True),
+                "hf_llm_uncached": generation_fn(ours, prompt, args.max_new_tokens, use_cache=False),
+            },
+            max(1, args.rounds // 2),
+            args.device,
+        )
+
+        def rate(tokens: int, seconds: list[float]) -> float:
+            return tokens / statistics.median(seconds)
+
+        row = {
+            "train_tokens_per_s": {name: rate(train_tokens, s) for name, s in train_seconds.items()},
+            "generate_tokens_per_s": {name: rate(new_tokens, s) for name, s in generation_seconds.items()},
+            "generate_cache_tokens_per_s": {name: rate(new_tokens, s) for name, s in uncached_seconds.items()},
+        }
+        row["train_ratio_vs_gpt2"] = row["train_tokens_per_s"]["hf_llm"] / row["train_tokens_per_s"]["gpt2"]
+        row["generate_ratio_vs_gpt2"] = row["generate_tokens_per_s"]["hf_llm"] / row["generate_tokens_per_s"]["gpt2"]
+        cache = row["generate_cache_tokens_per_s"]
+        row["cached_vs_uncached"] = cache["hf_llm_cached"] / cache["hf_llm_uncached"]
+        results[attn_implementation] = row
+
+        print(f"\n== attn_implementation={attn_implementation} ({args.device}, {args.dtype}) ==")
+        print(
+            f"training   tokens/s  hf_llm {row['train_tokens_per_s']['hf_llm']:10.0f}   "
+            f"GPT2LMHeadModel {row['train_tokens_per_s']['gpt2']:10.0f}   ratio {row['train_ratio_vs_gpt2']:.2f}x"
+        )
+        print(
+            f"generation tokens/s  hf_llm {row['generate_tokens_per_s']['hf_llm']:10.1f}   "
+            f"GPT2LMHeadModel {row['generate_tokens_per_s']['gpt2']:10.1f}  ratio {row['generate_ratio_vs_gpt2']:.2f}x"
+        )
+        print(
+            f"KV cache at {args.max_new_tokens} new tokens: cached {cache['hf_llm_cached']:.1f} tokens/s, "
+            f"uncached {cache['hf_llm_uncached']:.1f} tokens/s, ratio {row['cached_vs_uncached']:.1f}x"
+        )
+
+    output = Path(args.output_json)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {output}")
+
+
+if __name__ == "__main__":
+    main()
