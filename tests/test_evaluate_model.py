@@ -101,6 +101,20 @@ def workspace(tmp_path_factory, tiny_tokenizer):
     paths["lora_classifier"] = str(root / "lora_classifier")
     paths["lora_classifier_merged"] = lora.merge_and_unload().eval()
 
+    # A LoRA adapter on the causal LM (instruction tuning saves one), tokenizer saved with it.
+    causal = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(paths["causal_lm"]),
+        LoraConfig(task_type="CAUSAL_LM", r=4, target_modules="all-linear"),
+    )
+    with torch.no_grad():
+        for name, parameter in causal.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)
+    causal.save_pretrained(root / "lora_causal_lm")
+    tokenizer.save_pretrained(root / "lora_causal_lm")
+    paths["lora_causal_lm"] = str(root / "lora_causal_lm")
+    paths["lora_causal_lm_merged"] = causal.merge_and_unload().eval()
+
     paths["data_pretrain"] = _write_jsonl(root / "data_pretrain", [{"text": t} for t in PRETRAIN])
     paths["data_classification"] = _write_jsonl(
         root / "data_classification", [{"text": t, "label": label} for t, label in CLASSIFICATION]
@@ -151,6 +165,21 @@ def test_pretrain_perplexity_and_bits_per_byte(workspace, tiny_tokenizer):
     _check_manifest(report["manifest"], "pretrain")
     markdown = (output_dir / "metrics.md").read_text()
     assert "| perplexity |" in markdown and "| bits_per_byte |" in markdown and "dataset_fingerprint" in markdown
+
+
+def test_lora_adapter_from_a_yaml_recipe(workspace, tiny_tokenizer):
+    recipe = workspace["root"] / "eval_recipe.yaml"
+    recipe.write_text(
+        f"model_name_or_path: {workspace['lora_causal_lm']}\ntask: pretrain\n"
+        f"dataset_name: {workspace['data_pretrain']}\nbatch_size: 1\nsplit: validation\n"
+    )
+    # Flags after --config override the recipe (here --split and --batch_size).
+    report, _ = _run(workspace, "lora_causal_lm", "--config", str(recipe))
+    assert report["manifest"]["is_adapter"] is True and report["manifest"]["batch_size"] == 3
+    merged = compute_perplexity(workspace["lora_causal_lm_merged"], tiny_tokenizer, PRETRAIN)
+    assert report["metrics"]["perplexity"] == pytest.approx(merged["perplexity"], rel=1e-4)
+    base = compute_perplexity(AutoModelForCausalLM.from_pretrained(workspace["causal_lm"]), tiny_tokenizer, PRETRAIN)
+    assert report["metrics"]["perplexity"] != pytest.approx(base["perplexity"], rel=1e-3)  # the adapter is applied
 
 
 def _class_logits(model, tokenizer, texts):

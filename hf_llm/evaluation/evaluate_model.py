@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import GenerationConfig, HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase, set_seed
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.utils import logging
 
 from ..tokenizer import alpaca_messages
@@ -581,18 +581,26 @@ def run_evaluation(args: EvaluationArguments, data_args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Parse `EvaluationArguments` and `DataArguments` from `argv` (or a YAML/JSON file) and run the evaluation."""
+    """The `hf-llm eval` / `python eval/evaluate_model.py` command.
+
+    Parses `EvaluationArguments` and `hf_llm.data.DataArguments` from `argv` (default `sys.argv[1:]`) with TRL's
+    parser, so `--config recipe.yaml` sets defaults that later flags override, runs [`run_evaluation`] and prints
+    the headline numbers.
+
+    Args:
+        argv (`list[str]`, *optional*): command-line arguments, without the program name.
+
+    Returns:
+        `dict`: the content of `metrics.json`.
+    """
+    from trl import TrlParser
+
     from hf_llm.data import DataArguments
 
-    parser = HfArgumentParser((EvaluationArguments, DataArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        args, data_args = parser.parse_yaml_file(argv[0])
-    elif len(argv) == 1 and argv[0].endswith(".json"):
-        args, data_args = parser.parse_json_file(argv[0])
-    else:
-        args, data_args = parser.parse_args_into_dataclasses(args=argv)
+    parser = TrlParser((EvaluationArguments, DataArguments))
+    args, data_args = parser.parse_args_and_config(args=argv)
     report = run_evaluation(args, data_args)
+    # This is the command-line entry point, so it reports to stdout.
     print(json.dumps({k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))}, indent=2))
     print(f"Report: {Path(args.output_dir) / 'metrics.md'}")
     return report
