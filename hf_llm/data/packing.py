@@ -134,18 +134,20 @@ def group_texts(
             remove_columns=ds.column_names,
             desc=f"Packing into blocks of {block_size}",
         )
-        covered = sum(packed.with_format("arrow")[_COVERED].to_pylist()) if len(packed) else 0
-        packed = packed.remove_columns(_COVERED)
-        dropped = total - covered
-        logger.info(
-            f"{_name(split)}: packed {total} tokens into {len(packed)} blocks of {block_size} (stride {stride}); "
-            f"{dropped} tokens ({100 * dropped / max(total, 1):.2f}%) after the last full block of each batch dropped"
-        )
         if len(packed) == 0:
             raise DataError(
                 f"{_name(split)} has {total} tokens, fewer than one block of {block_size}: lower --block_size "
                 "or add data"
             )
+        covered = sum(packed.with_format("arrow")[_COVERED].to_pylist())
+        packed = packed.remove_columns(_COVERED)
+        dropped = total - covered
+        # A few tokens per batch is the usual price of packing; more than 1% deserves attention.
+        log = logger.warning if dropped > 0.01 * total else logger.info
+        log(
+            f"{_name(split)}: packed {total} tokens into {len(packed)} blocks of {block_size} (stride {stride}); "
+            f"{dropped} tokens ({100 * dropped / max(total, 1):.2f}%) after the last full block of each batch dropped"
+        )
         return packed
 
     return _per_split(dataset, run)
