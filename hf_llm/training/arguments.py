@@ -146,7 +146,8 @@ class PretrainConfig(TrainingArguments):
 
     Changed defaults: AdamW (`adam_beta2=0.95`, `weight_decay=0.1`), cosine schedule with warmup, `max_grad_norm=1.0`,
     TensorBoard logging, token counting for throughput (`include_num_input_tokens_seen="non_padding"`), non-finite
-    losses shown in the logs (`logging_nan_inf_filter=False`) and `bf16` chosen from the hardware.
+    losses shown in the logs (`logging_nan_inf_filter=False`), no DDP unused-parameter search
+    (`ddp_find_unused_parameters=False`: every GPT parameter gets a gradient) and `bf16` chosen from the hardware.
 
     Args:
         bf16 (`bool`, *optional*):
@@ -183,6 +184,9 @@ class PretrainConfig(TrainingArguments):
     )
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint-N directory, or 'latest' (newest complete one in output_dir)."}
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "DDP: search for unused parameters every step (GPT has none)."}
     )
     packing: str = field(
         default="blocks",
