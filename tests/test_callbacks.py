@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file
 from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import DefaultFlowCallback
@@ -24,7 +25,6 @@ from hf_llm.training import (
     list_checkpoints,
     perplexity_from_loss,
 )
-from safetensors.torch import load_file
 
 SEQ = 16
 BATCH = 4
