@@ -516,7 +516,8 @@ def plot_confusion_matrix(confusion: list[list[int]], label_names: list[str], pa
     threshold = matrix.max() / 2 if matrix.size else 0
     for (i, j), count in np.ndenumerate(matrix):
         ax.text(j, i, str(count), ha="center", va="center", color="white" if count > threshold else "black")
-    fig.colorbar(image, ax=ax)
+    ax.set_title(f"Confusion matrix (n={int(matrix.sum())})")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
