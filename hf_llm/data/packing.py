@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 from transformers import DataCollatorWithFlattening, PreTrainedTokenizerBase
 from transformers.utils import logging
@@ -107,18 +110,20 @@ def group_texts(
         raise DataError(f"--stride must be between 1 and --block_size ({block_size}), got {stride}")
     overlap = block_size - stride
 
-    def group(batch):
-        stream = [token for ids in batch["input_ids"] for token in ids]
-        blocks, labels, new_tokens = [], [], []
-        for i, start in enumerate(range(0, len(stream) - block_size + 1, stride)):
-            block = stream[start : start + block_size]
-            blocks.append(block)
-            if mask_overlap and i > 0 and overlap:
-                labels.append([-100] * overlap + block[overlap:])
-            else:
-                labels.append(list(block))
-            new_tokens.append(block_size if i == 0 else stride)
-        return {"input_ids": blocks, "labels": labels, _COVERED: new_tokens}
+    def group(batch: pa.Table) -> dict[str, np.ndarray]:
+        # Arrow in, numpy out: no Python loop over tokens.
+        stream = pc.list_flatten(batch.column("input_ids")).to_numpy()
+        if len(stream) < block_size:
+            blocks = np.zeros((0, block_size), dtype=np.int64)
+        else:
+            blocks = np.lib.stride_tricks.sliding_window_view(stream, block_size)[::stride]
+        count = len(blocks)
+        labels = blocks.copy()
+        if mask_overlap and overlap:
+            labels[1:, :overlap] = -100
+        new_tokens = np.full(count, stride, dtype=np.int64)
+        new_tokens[:1] = block_size
+        return {"input_ids": np.ascontiguousarray(blocks), "labels": labels, _COVERED: new_tokens}
 
     def run(ds: Dataset, split: str | None) -> Dataset:
         if "input_ids" not in ds.column_names:
@@ -126,7 +131,7 @@ def group_texts(
                 f"group_texts needs an 'input_ids' column (run tokenize_texts first); got {ds.column_names}"
             )
         total = _total_tokens(ds)
-        packed = ds.map(
+        packed = ds.with_format("arrow").map(
             group,
             batched=True,
             batch_size=batch_size,
@@ -139,8 +144,8 @@ def group_texts(
                 f"{_name(split)} has {total} tokens, fewer than one block of {block_size}: lower --block_size "
                 "or add data"
             )
-        covered = sum(packed.with_format("arrow")[_COVERED].to_pylist())
-        packed = packed.remove_columns(_COVERED)
+        covered = int(pc.sum(packed[_COVERED]).as_py())
+        packed = packed.remove_columns(_COVERED).with_format(None)
         dropped = total - covered
         # A few tokens per batch is the usual price of packing; more than 1% deserves attention.
         log = logger.warning if dropped > 0.01 * total else logger.info
@@ -210,7 +215,5 @@ def padding_free_collator() -> DataCollatorWithFlattening:
 
 
 def _total_tokens(ds: Dataset, column: str = "input_ids") -> int:
-    import pyarrow.compute as pc
-
     lengths = pc.list_value_length(ds.with_format("arrow")[column])
     return int(pc.sum(lengths).as_py() or 0)
