@@ -102,7 +102,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
         compute_metrics=compute_causal_lm_metrics if eval_dataset is not None else None,
         preprocess_logits_for_metrics=preprocess_logits_for_causal_lm_metrics if eval_dataset is not None else None,
     )
-    seq_length = data_args.block_size or max_length if training_args.packing == "blocks" else None
+    seq_length = (data_args.block_size or max_length) if training_args.packing == "blocks" else None
     add_callbacks(trainer, [NonFiniteGuardCallback(), ThroughputCallback(seq_length=seq_length), PerplexityCallback()])
     train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
     metrics = dict(train_result.metrics)
@@ -127,7 +127,12 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
     if trainer.is_world_process_zero():
         save_recipe(training_args.output_dir, model_args, data_args, training_args)
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=data_args.dataset_name, tags=["hf_llm", "pretraining"])
+        trainer.push_to_hub(
+            dataset=data_args.dataset_name,
+            tags=["hf_llm", "pretraining"],
+            tasks="text-generation",
+            finetuned_from=model_args.model_name_or_path,
+        )
     return metrics
 
 

@@ -188,6 +188,11 @@ class ThroughputCallback(TrainerCallback):
         self._last_tokens = state.num_input_tokens_seen
         self._last_step = state.global_step
 
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if state.global_step == self._last_step and self._pause_start is None:
+            # No step since the window opened (`eval_on_start`, or a manual evaluate): restart the clock.
+            self._window_start, self._window_excluded = time.perf_counter(), 0.0
+
     # Evaluation and checkpoint saves run between a step's end and the next step's beginning: leave them out.
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if control.should_evaluate or control.should_save:
