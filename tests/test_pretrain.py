@@ -113,3 +113,17 @@ def test_bad_flag_prints_one_clear_error_and_exits(tmp_path):
     assert result.returncode == 2
     assert "--model_preset 'huge' is unknown; choose one of ['gpt2-124m', 'small', 'tiny']" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_loaded_tokenizer_without_pad_gets_a_distinct_one_for_a_new_model(tiny_tokenizer, tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    from hf_llm.training.pretraining import load_or_train_tokenizer
+
+    no_pad = PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer.backend_tokenizer, eos_token="<|endoftext|>")
+    no_pad.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path).pad_token is None
+    tokenizer = load_or_train_tokenizer(ModelArguments(model_preset="tiny", tokenizer_name_or_path=str(tmp_path)))
+    assert tokenizer.pad_token == "<|pad|>" and tokenizer.pad_token_id not in (None, tokenizer.eos_token_id)
+    config = build_gpt_config(ModelArguments(model_preset="tiny"), tokenizer)
+    assert config.pad_token_id == tokenizer.pad_token_id and config.vocab_size >= len(tokenizer)

@@ -27,7 +27,7 @@ from hf_llm.data import (
     split_documents,
     tokenize_texts,
 )
-from hf_llm.tokenizer import train_tokenizer
+from hf_llm.tokenizer import PAD_TOKEN, train_tokenizer
 
 from .arguments import ModelArguments
 from .presets import MODEL_PRESETS, build_gpt_config
@@ -49,7 +49,8 @@ def load_or_train_tokenizer(
     """
     The run's tokenizer, in order of preference: the checkpoint being resumed (so a resumed run keeps its
     vocabulary), `--tokenizer_name_or_path`, `--model_name_or_path`, or a new byte-level BPE of
-    `--tokenizer_vocab_size` tokens trained on `train_texts`.
+    `--tokenizer_vocab_size` tokens trained on `train_texts`. For a new model, a loaded tokenizer without a pad token
+    distinct from eos (GPT-2's) gets `<|pad|>` added, as classification, reward models and PPO need one.
 
     Args:
         model_args ([`ModelArguments`]): Tokenizer and model flags.
@@ -63,9 +64,18 @@ def load_or_train_tokenizer(
     if resume_checkpoint and not os.path.isfile(os.path.join(resume_checkpoint, "tokenizer_config.json")):
         source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     if source is not None:
-        return AutoTokenizer.from_pretrained(
+        tokenizer = AutoTokenizer.from_pretrained(
             source, revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code
         )
+        if model_args.model_name_or_path is None and (
+            tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id
+        ):
+            # A new model can still get a distinct pad token (GPT-2's tokenizer has none); later stages need one.
+            tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+            logger.warning(
+                f"Tokenizer {source} had no distinct pad token: added {PAD_TOKEN!r} (id {tokenizer.pad_token_id})."
+            )
+        return tokenizer
     if train_texts is None:
         raise ValueError("no tokenizer: pass --tokenizer_name_or_path, or a training split to train one on.")
     logger.info(f"Training a byte-level BPE tokenizer of {model_args.tokenizer_vocab_size} tokens on the train split")
