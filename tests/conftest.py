@@ -76,3 +76,15 @@ def run_pretrain():
         return module.main(*parser.parse_args_and_config([str(a) for a in argv]))
 
     return run
+
+
+# ---- Hub fixtures (tests/hub_server.py: a Hub-compatible server on 127.0.0.1) ----
+@pytest.fixture(scope="session")
+def hub_server(tmp_path_factory):
+    """`(url, env)` of a Hub-compatible server running for the session. `env` holds HF_ENDPOINT, HF_TOKEN=dummy,
+    HF_HUB_OFFLINE=0, HF_HUB_DISABLE_XET=1, ... and a fresh HF_HOME: pass `{**os.environ, **env}` to a subprocess, or
+    call `hub_server.patch_hub_env(monkeypatch, env)` in-process (huggingface_hub reads them at import time)."""
+    from hub_server import HubServer
+
+    with HubServer() as server:
+        yield server.url, server.env(str(tmp_path_factory.mktemp("hf_home")))
