@@ -1,6 +1,7 @@
 """The bundled `pydocs` corpus: four tasks, clean splits, balanced classes, deterministic, cached."""
 
 import collections
+import inspect
 import json
 
 import pytest
@@ -76,8 +77,10 @@ def test_instruction_examples_read_like_alpaca(cache_dir):
     assert all(r["output"].strip() for r in rows)
 
 
-def test_build_is_deterministic_and_cached(cache_dir, tmp_path):
+def test_build_is_deterministic_and_cached(cache_dir, monkeypatch):
     _, first = build_pydocs_records()
+    # What the calling process imports or patches (torch replaces inspect.getfile) must not change the corpus.
+    monkeypatch.setattr(inspect, "getfile", lambda obj: "patched")
     _, second = build_pydocs_records()
     assert first["fingerprint"] == second["fingerprint"]
     path = pydocs_dir(cache_dir)
