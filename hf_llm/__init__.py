@@ -4,6 +4,9 @@ Importing the package registers the GPT family with the transformers Auto classe
 ``AutoModelForCausalLM.from_pretrained(path)`` works on any checkpoint hf_llm writes.
 """
 
+import logging as _logging
+import os as _os
+
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -12,6 +15,7 @@ from transformers import (
 )
 
 from .models.gpt import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel, GPTPreTrainedModel
+from .tokenizer import train_tokenizer
 
 __version__ = "0.1.0"
 
@@ -33,4 +37,21 @@ __all__ = [
     "GPTForSequenceClassification",
     "GPTModel",
     "GPTPreTrainedModel",
+    "train_tokenizer",
 ]
+
+
+def _configure_logging() -> None:
+    """Give the `hf_llm` loggers a handler: they sit outside transformers' logger tree, so without one their
+    info messages (examples truncated or dropped, tokens/s) would vanish. `HF_LLM_VERBOSITY` sets the level."""
+    logger = _logging.getLogger("hf_llm")
+    if logger.handlers:
+        return
+    handler = _logging.StreamHandler()
+    handler.setFormatter(_logging.Formatter("[hf_llm] %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(_os.environ.get("HF_LLM_VERBOSITY", "INFO").upper())
+    logger.propagate = False
+
+
+_configure_logging()

@@ -38,7 +38,7 @@ from .errors import DataError
 logger = logging.get_logger(__name__)
 
 # Bump whenever the records produced below change, so old caches are not reused.
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -229,6 +229,11 @@ def build_pydocs_records() -> tuple[dict[str, dict[str, list[dict]]], dict]:
     records["preference"] = {
         split: _preference_records(records["instruction"][split], seed=i) for i, split in enumerate(SPLITS)
     }
+    # Units arrive module by module (so grouped by class); a fixed shuffle per split makes any prefix, such as
+    # --max_train_samples or --max_eval_samples, a fair sample.
+    for task, by_split in records.items():
+        for split, rows in by_split.items():
+            random.Random(f"{task}/{split}").shuffle(rows)
     label_ids = {name: i for i, name in enumerate(STDLIB_AREAS)}
     for split in SPLITS:
         for record in records["classification"][split]:
