@@ -29,6 +29,7 @@ from trl import TrlParser
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.evaluation.trainer_metrics import compute_causal_lm_metrics, preprocess_logits_for_causal_lm_metrics
+from hf_llm.hub import create_model_card, push_output_dir
 from hf_llm.training import (
     AtomicCheckpointTrainer,
     ModelArguments,
@@ -38,6 +39,7 @@ from hf_llm.training import (
     PretrainConfig,
     ThroughputCallback,
     add_callbacks,
+    recipe_dict,
     resolve_resume_checkpoint,
     save_recipe,
 )
@@ -122,17 +124,28 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
     ###################
     # Save and push
     ###################
-    trainer.save_model(training_args.output_dir)  # model + tokenizer, on the main process only
+    trainer.save_model(training_args.output_dir)  # model + tokenizer (Trainer also pushes them with --push_to_hub)
     trainer.save_state()
     if trainer.is_world_process_zero():
         save_recipe(training_args.output_dir, model_args, data_args, training_args)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(
-            dataset=data_args.dataset_name,
-            tags=["hf_llm", "pretraining"],
-            tasks="text-generation",
-            finetuned_from=model_args.model_name_or_path,
+        create_model_card(
+            training_args.output_dir,
+            stage="pretraining",
+            base_model=model_args.model_name_or_path,
+            dataset_name=data_args.dataset_name,
+            metrics={k: v for k, v in metrics.items() if k.startswith("eval_") or k == "train_loss"},
+            recipe=recipe_dict(model_args, data_args, training_args),
+            hub_model_id=training_args.hub_model_id,
         )
+        if training_args.push_to_hub:
+            # One final commit with hf_llm's model card (remote-code snippet) and the recipe next to the model.
+            push_output_dir(
+                training_args.output_dir,
+                training_args.hub_model_id,
+                private=bool(training_args.hub_private_repo),
+                token=training_args.hub_token,
+                commit_message="End of pretraining",
+            )
     return metrics
 
 
