@@ -42,6 +42,8 @@ def test_saves_a_loadable_model_tokenizer_and_checkpoints(tiny_run):
     assert checkpoints == ["checkpoint-15", "checkpoint-30"]
     assert not [n for n in os.listdir(output_dir) if n.startswith("_tmp-")]
     assert os.listdir(output_dir / "runs")  # TensorBoard event files
+    card = (output_dir / "README.md").read_text()  # hf_llm's model card, with the metrics
+    assert "pretraining" in card and "eval_perplexity" in card
 
 
 def test_eval_perplexity_falls_and_is_logged(tiny_run):
