@@ -1,12 +1,13 @@
 """Throughput of `GPTForCausalLM` against transformers' `GPT2LMHeadModel` of the same dimensions.
 
 Both models hold the same weights (ours is converted with `GPTForCausalLM.from_gpt2`), run the same batches, and are
-timed in interleaved rounds (the order flips every round) so machine noise hits both alike. Every figure printed is
-a ratio taken in this one run:
+timed in interleaved rounds (the order flips every round) so machine noise hits both alike. Every ratio printed is
+the median over rounds of the ratio of two back-to-back timings in this one run:
 
 - training tokens/s (forward + backward + AdamW step), ours / GPT-2, per attention implementation;
 - cached greedy generation tokens/s, ours / GPT-2;
-- our cached generation / our uncached generation (what the KV cache buys) at `--max_new_tokens`.
+- our cached generation / our uncached generation (what the KV cache buys) at `--max_new_tokens`, for each of
+  `--cache_batch_sizes`.
 
 Run:
 
@@ -40,6 +41,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--prompt_length", type=int, default=32)
     parser.add_argument("--max_new_tokens", type=int, default=256)
     parser.add_argument("--generation_batch_size", type=int, default=1)
+    parser.add_argument(
+        "--cache_batch_sizes", type=int, nargs="+", default=[1, 8], help="batch sizes for cached vs uncached"
+    )
     parser.add_argument("--attn_implementations", nargs="+", default=["eager", "sdpa"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -127,6 +131,11 @@ def interleaved(candidates: dict[str, Callable[[], None]], rounds: int, device: 
     return seconds
 
 
+def median_ratio(seconds: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """Median over rounds of the speed ratio `numerator / denominator`, each taken from two back-to-back timings."""
+    return statistics.median(d / n for n, d in zip(seconds[numerator], seconds[denominator], strict=True))
+
+
 def main() -> None:
     args = parse_args()
     torch.set_grad_enabled(True)
@@ -160,14 +169,17 @@ def main() -> None:
             args.rounds,
             args.device,
         )
-        uncached_seconds = interleaved(
-            {
-                "hf_llm_cached": generation_fn(ours, prompt, args.max_new_tokens, use_cache=True),
-                "hf_llm_uncached": generation_fn(ours, prompt, args.max_new_tokens, use_cache=False),
-            },
-            max(1, args.rounds // 2),
-            args.device,
-        )
+        uncached_seconds = {}
+        for batch_size in args.cache_batch_sizes:
+            prompts = prompt[:1].repeat(batch_size, 1)
+            uncached_seconds[batch_size] = interleaved(
+                {
+                    "hf_llm_cached": generation_fn(ours, prompts, args.max_new_tokens, use_cache=True),
+                    "hf_llm_uncached": generation_fn(ours, prompts, args.max_new_tokens, use_cache=False),
+                },
+                max(3, args.rounds // 2),
+                args.device,
+            )
 
         def rate(tokens: int, seconds: list[float]) -> float:
             return tokens / statistics.median(seconds)
@@ -175,12 +187,17 @@ def main() -> None:
         row = {
             "train_tokens_per_s": {name: rate(train_tokens, s) for name, s in train_seconds.items()},
             "generate_tokens_per_s": {name: rate(new_tokens, s) for name, s in generation_seconds.items()},
-            "generate_cache_tokens_per_s": {name: rate(new_tokens, s) for name, s in uncached_seconds.items()},
+            "generate_cache_tokens_per_s": {
+                batch_size: {name: rate(batch_size * args.max_new_tokens, s) for name, s in timings.items()}
+                for batch_size, timings in uncached_seconds.items()
+            },
         }
-        row["train_ratio_vs_gpt2"] = row["train_tokens_per_s"]["hf_llm"] / row["train_tokens_per_s"]["gpt2"]
-        row["generate_ratio_vs_gpt2"] = row["generate_tokens_per_s"]["hf_llm"] / row["generate_tokens_per_s"]["gpt2"]
-        cache = row["generate_cache_tokens_per_s"]
-        row["cached_vs_uncached"] = cache["hf_llm_cached"] / cache["hf_llm_uncached"]
+        row["train_ratio_vs_gpt2"] = median_ratio(train_seconds, "hf_llm", "gpt2")
+        row["generate_ratio_vs_gpt2"] = median_ratio(generation_seconds, "hf_llm", "gpt2")
+        row["cached_vs_uncached"] = {
+            batch_size: median_ratio(timings, "hf_llm_cached", "hf_llm_uncached")
+            for batch_size, timings in uncached_seconds.items()
+        }
         results[attn_implementation] = row
 
         print(f"\n== attn_implementation={attn_implementation} ({args.device}, {args.dtype}) ==")
@@ -192,10 +209,13 @@ def main() -> None:
             f"generation tokens/s  hf_llm {row['generate_tokens_per_s']['hf_llm']:10.1f}   "
             f"GPT2LMHeadModel {row['generate_tokens_per_s']['gpt2']:10.1f}  ratio {row['generate_ratio_vs_gpt2']:.2f}x"
         )
-        print(
-            f"KV cache at {args.max_new_tokens} new tokens: cached {cache['hf_llm_cached']:.1f} tokens/s, "
-            f"uncached {cache['hf_llm_uncached']:.1f} tokens/s, ratio {row['cached_vs_uncached']:.1f}x"
-        )
+        for batch_size, ratio in row["cached_vs_uncached"].items():
+            cache = row["generate_cache_tokens_per_s"][batch_size]
+            print(
+                f"KV cache, batch {batch_size}, {args.max_new_tokens} new tokens: cached "
+                f"{cache['hf_llm_cached']:.1f} tokens/s, uncached {cache['hf_llm_uncached']:.1f} tokens/s, "
+                f"ratio {ratio:.1f}x"
+            )
 
     output = Path(args.output_json)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -304,11 +304,6 @@ def test_pretrain_push_to_hub_ships_code_and_loads_back(pretrain_pushed, hub):
     assert torch.allclose(pushed(input_ids).logits, local(input_ids).logits, atol=1e-6)
 
 
-@pytest.mark.xfail(
-    reason="pretrain.py pushes with Trainer.push_to_hub (Trainer's generic card, no trust_remote_code snippet); "
-    "switch it to hf_llm.hub.create_model_card + push_output_dir, then drop this marker",
-    strict=False,
-)
 def test_pretrain_push_to_hub_carries_the_hf_llm_model_card(pretrain_pushed, hub):
     card = ModelCard.load("tester/pretrain-tiny")
     assert "hf_llm" in card.data.tags and "custom_code" in card.data.tags
