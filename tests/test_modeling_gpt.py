@@ -149,11 +149,13 @@ def test_attn_implementation_chosen_at_load(tmp_path):
     assert model.config._attn_implementation == "eager"
 
 
-def test_packed_batch_equals_documents_run_separately(causal_lm):
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_packed_batch_equals_documents_run_separately(causal_lm, mode):
     first, second = random_ids(1, 5, seed=1), random_ids(1, 7, seed=2)
     packed = torch.cat([first, second], dim=1)
     position_ids = torch.cat([torch.arange(5), torch.arange(7)]).unsqueeze(0)
-    causal_lm.train()  # a training forward: no cache may be created, or packing would leak across documents
+    # In eval mode the forward makes a KV cache by default; packing must not leak across documents either way.
+    causal_lm.train(mode == "train")
     with torch.no_grad():
         packed_logits = causal_lm(packed, position_ids=position_ids).logits
         separate = torch.cat([causal_lm(first).logits, causal_lm(second).logits], dim=1)

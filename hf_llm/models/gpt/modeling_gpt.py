@@ -305,8 +305,8 @@ class GPTModel(GPTPreTrainedModel):
             past_key_values (`Cache`, *optional*):
                 Keys and values of earlier tokens, as returned with `use_cache=True`.
             use_cache (`bool`, *optional*):
-                Return a KV cache. Defaults to `config.use_cache` at inference and to `False` in training: a cache
-                object in a training forward would stop packed documents from being masked apart.
+                Return a KV cache. Defaults to `config.use_cache` at inference and to `False` in training. Packed
+                documents are masked apart either way, unless a non-empty cache is passed in.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("GPTModel.forward: pass exactly one of input_ids and inputs_embeds.")
@@ -320,6 +320,10 @@ class GPTModel(GPTPreTrainedModel):
             logger.warning_once("use_cache=True is incompatible with gradient checkpointing; setting use_cache=False.")
             use_cache = False
 
+        # An empty cache (made here, or by generate() before the prefill) changes nothing about the mask, so the mask
+        # is built as if there were none: create_causal_mask derives per-document masks from restarting position_ids
+        # only when it is given no cache object.
+        has_past = past_key_values is not None and past_key_values.get_seq_length() > 0
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
@@ -347,7 +351,7 @@ class GPTModel(GPTPreTrainedModel):
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            past_key_values=past_key_values if has_past else None,
             position_ids=position_ids,
         )
 
