@@ -17,7 +17,9 @@ Flags: `python eval/evaluate_model.py --help` (`hf_llm.evaluation.EvaluationArgu
 `hf_llm.data.DataArguments`).
 """
 
-from hf_llm.evaluation import main
+import sys
+
+from hf_llm.cli import run_eval
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_eval(sys.argv[1:]))

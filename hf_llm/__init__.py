@@ -50,7 +50,8 @@ def _configure_logging() -> None:
     handler = _logging.StreamHandler()
     handler.setFormatter(_logging.Formatter("[hf_llm] %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
-    logger.setLevel(_os.environ.get("HF_LLM_VERBOSITY", "INFO").upper())
+    level = _os.environ.get("HF_LLM_VERBOSITY", "INFO").upper()
+    logger.setLevel(level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO")
     logger.propagate = False
 
 

@@ -16,6 +16,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PIPELINE_STAGES = ("pretrain", "eval_pretrain")
 
@@ -46,21 +50,27 @@ def find_checkout(repo_dir: str | None = None) -> Path:
     )
 
 
+def resolve_in_checkout(path: str, checkout: Path) -> Path:
+    """A user's path as given (relative to the current directory) when it exists, else relative to the checkout."""
+    return Path(path).resolve() if Path(path).exists() else checkout / path
+
+
 def build_pipeline(args: argparse.Namespace, checkout: Path) -> list[PipelineStage]:
+    """The stage commands, in order, for the stages named by `--stages`."""
     output_dir = Path(args.output_dir).resolve()
     launch = [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
         "--config_file",
-        str(checkout / args.accelerate_config),
+        str(resolve_in_checkout(args.accelerate_config, checkout)),
     ]
     pretrain_dir = output_dir / "pretrain"
     pretrain = [
         *launch,
         str(checkout / "train_scripts" / "pretrain.py"),
         "--config",
-        str(checkout / args.pretrain_config),
+        str(resolve_in_checkout(args.pretrain_config, checkout)),
         "--output_dir",
         str(pretrain_dir),
         "--dataset_name",
@@ -135,6 +145,8 @@ def write_report(output_dir: Path, stages: list[PipelineStage], seconds: dict[st
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
+    """`hf-llm pipeline`: run each stage as a subprocess from the checkout, stop at the first failure, write the
+    report."""
     checkout = find_checkout(args.repo_dir)
     output_dir = Path(args.output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -153,13 +165,17 @@ def run_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_for_generation(model_name_or_path: str, trust_remote_code: bool):
+def load_for_generation(
+    model_name_or_path: str, trust_remote_code: bool
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM (full model or LoRA adapter) and its tokenizer, in eval mode."""
     from hf_llm.evaluation import load_model_for_evaluation
 
     return load_model_for_evaluation(model_name_or_path, task="pretrain", trust_remote_code=trust_remote_code)
 
 
-def generation_kwargs(args: argparse.Namespace, tokenizer) -> dict:
+def generation_kwargs(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase) -> dict:
+    """`generate()` settings from the flags: greedy at `--temperature 0`, nucleus sampling otherwise."""
     return {
         "max_new_tokens": args.max_new_tokens,
         "do_sample": args.temperature > 0,
@@ -170,6 +186,7 @@ def generation_kwargs(args: argparse.Namespace, tokenizer) -> dict:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    """`hf-llm generate`: stream the continuation of `--prompt`."""
     import torch
     from transformers import TextStreamer, set_seed
 
@@ -183,6 +200,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_chat(args: argparse.Namespace) -> int:
+    """`hf-llm chat`: read instructions from stdin and stream answers through the tokenizer's chat template."""
     import torch
     from transformers import TextStreamer, set_seed
 
@@ -212,7 +230,24 @@ def run_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_eval(argv: list[str]) -> int:
+    """`hf-llm eval` (and `python eval/evaluate_model.py`): evaluate, print the metrics, exit 2 with one clear line on
+    bad input."""
+    from hf_llm.evaluation import main as evaluation_main
+
+    try:
+        report = evaluation_main(argv)
+    except (ValueError, OSError) as error:
+        print(f"hf-llm eval: error: {error}", file=sys.stderr)
+        return 2
+    numbers = {name: value for name, value in report["metrics"].items() if isinstance(value, (int, float))}
+    print(json.dumps(numbers, indent=2))
+    print(f"Report: {Path(report['output_dir']) / 'metrics.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The `hf-llm` argument parser (`eval` parses its own flags, those of `hf_llm.evaluation`)."""
     parser = argparse.ArgumentParser(prog="hf-llm", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -241,12 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `hf-llm` console script; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["eval"]:
-        from hf_llm.evaluation import main as evaluation_main
-
-        evaluation_main(argv[1:])
-        return 0
+        return run_eval(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "pipeline":

@@ -61,6 +61,7 @@ def test_generate_prints_the_greedy_continuation(tmp_path, tiny_tokenizer, capsy
     assert capsys.readouterr().out.strip() == expected.strip()
 
 
+@pytest.mark.slow  # runs in `make test` and CI; `make test-fast` skips it
 def test_pipeline_end_to_end_on_tiny_data(tmp_path):
     """`hf-llm pipeline` trains a tokenizer and a GPT on pydocs, evaluates it, and reports falling perplexity."""
     recipe = yaml.safe_load((CHECKOUT / "train_scripts/configs/pretrain/tiny.yaml").read_text())

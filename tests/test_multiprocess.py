@@ -44,6 +44,7 @@ def run_argv(pretrain_text_file, output_dir, per_device_batch: int) -> list[str]
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_process_cpu_run_trains_syncs_and_saves_once(run_pretrain, pretrain_text_file, tmp_path):
     output_dir = tmp_path / "two_procs"
     env = {

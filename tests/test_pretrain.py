@@ -129,3 +129,26 @@ def test_a_loaded_tokenizer_without_pad_gets_a_distinct_one_for_a_new_model(tiny
     assert tokenizer.pad_token == "<|pad|>" and tokenizer.pad_token_id not in (None, tokenizer.eos_token_id)
     config = build_gpt_config(ModelArguments(model_preset="tiny"), tokenizer)
     assert config.pad_token_id == tokenizer.pad_token_id and config.vocab_size >= len(tokenizer)
+
+
+def test_push_to_hub_without_repo_id_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="--hub_model_id"):
+        PretrainConfig(output_dir=str(tmp_path), push_to_hub=True, use_cpu=True)
+
+
+def test_overlapping_windows_are_scored_once_in_evaluation(tiny_tokenizer):
+    from datasets import Dataset, DatasetDict
+
+    from hf_llm.training.pretraining import pack_for_pretraining
+
+    text = "def add(a, b): return a + b. " * 40
+    raw = DatasetDict({split: Dataset.from_dict({"text": [text]}) for split in ("train", "validation")})
+    data_args = DataArguments(dataset_name="unused", block_size=32, stride=16)
+    packed, _ = pack_for_pretraining(raw, tiny_tokenizer, data_args, max_length=64, packing="blocks")
+    train_labels, validation_labels = packed["train"]["labels"], packed["validation"]["labels"]
+    assert len(train_labels) == len(validation_labels) > 2
+    # Training keeps every target of every window; evaluation masks what the previous window already scored.
+    assert all(-100 not in labels for labels in train_labels)
+    assert all(labels[:16] == [-100] * 16 for labels in validation_labels[1:])
+    scored = sum(label != -100 for labels in validation_labels for label in labels)
+    assert scored == len(validation_labels[0]) + 16 * (len(validation_labels) - 1)

@@ -91,6 +91,7 @@ KILLING_DRIVER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_kill_during_save_resumes_from_last_complete_checkpoint(
     straight_run, run_pretrain, pretrain_text_file, tmp_path
 ):

@@ -20,6 +20,7 @@ Any recipe key can be overridden on the command line, e.g. `--max_steps 100 --le
 
 from __future__ import annotations
 
+import logging as std_logging
 import sys
 
 from transformers import AutoTokenizer, set_seed
@@ -58,6 +59,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
     if data_args.dataset_name is None:
         raise ValueError("no training data: pass --dataset_name (a Hub id, a local file or folder, or 'pydocs').")
     set_seed(training_args.seed)
+    # hf_llm's own loggers follow --log_level / --log_level_replica like transformers' (info on the main process only).
+    std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
     resume_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
 
     ###################
@@ -124,7 +127,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
     ###################
     # Save and push
     ###################
-    trainer.save_model(training_args.output_dir)  # model + tokenizer (Trainer also pushes them with --push_to_hub)
+    # Model + tokenizer. `_internal_call=True` stops Trainer's own push here: the one final push below carries
+    # hf_llm's model card and the recipe.
+    trainer.save_model(training_args.output_dir, _internal_call=True)
     trainer.save_state()
     if trainer.is_world_process_zero():
         save_recipe(training_args.output_dir, model_args, data_args, training_args)

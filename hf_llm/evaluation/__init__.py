@@ -15,7 +15,7 @@ Public API
 from .classification import classification_report
 from .evaluate_model import TASKS, EvaluationArguments, main, run_evaluation
 from .loading import DEFAULT_METRICS_DIR, is_adapter, load_metric, load_model_for_evaluation, metric_path
-from .perplexity import compute_perplexity, model_max_length
+from .perplexity import compute_perplexity, model_max_length, perplexity_from_loss
 from .trainer_metrics import (
     compute_causal_lm_metrics,
     compute_classification_metrics,
@@ -37,6 +37,7 @@ __all__ = [
     "main",
     "metric_path",
     "model_max_length",
+    "perplexity_from_loss",
     "preprocess_logits_for_causal_lm_metrics",
     "preprocess_logits_for_classification",
     "run_evaluation",

@@ -601,7 +601,5 @@ def main(argv: list[str] | None = None) -> dict:
     parser = TrlParser((EvaluationArguments, DataArguments))
     args, data_args = parser.parse_args_and_config(args=argv)
     report = run_evaluation(args, data_args)
-    # This is the command-line entry point, so it reports to stdout.
-    print(json.dumps({k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))}, indent=2))
-    print(f"Report: {Path(args.output_dir) / 'metrics.md'}")
+    report["output_dir"] = str(args.output_dir)
     return report

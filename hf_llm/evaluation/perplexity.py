@@ -15,6 +15,22 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 
+def perplexity_from_loss(loss: float) -> float:
+    """
+    Perplexity of a mean token cross-entropy (natural log): `exp(loss)`, `inf` on overflow, `nan` for a NaN loss.
+
+    Args:
+        loss (`float`): Mean negative log-likelihood per token, in nats.
+
+    Returns:
+        `float`: The perplexity.
+    """
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
+
+
 def model_max_length(model: PreTrainedModel) -> int:
     """The longest sequence `model` can attend to, read from its config.
 
@@ -158,11 +174,11 @@ def compute_perplexity(
             nll_per_text[index] += nll_sum
             tokens_per_text[index] += int(count)
 
-    perplexities = [math.exp(n / c) for n, c in zip(nll_per_text, tokens_per_text, strict=True)]
+    perplexities = [perplexity_from_loss(n / c) for n, c in zip(nll_per_text, tokens_per_text, strict=True)]
     nll_sum = math.fsum(nll_per_text)
     num_tokens = sum(tokens_per_text)
     return {
-        "perplexity": math.exp(nll_sum / num_tokens),
+        "perplexity": perplexity_from_loss(nll_sum / num_tokens),
         "perplexities": perplexities,
         "mean_perplexity": math.fsum(perplexities) / len(perplexities),
         "nll_sum": nll_sum,

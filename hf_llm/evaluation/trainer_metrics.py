@@ -19,14 +19,13 @@ trainer.evaluate()  # {"eval_loss": ..., "eval_perplexity": ..., "eval_token_acc
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import EvalPrediction
 
 from .classification import classification_report
+from .perplexity import perplexity_from_loss
 
 IGNORE_INDEX = -100
 
@@ -80,7 +79,7 @@ def compute_causal_lm_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
     if num_tokens == 0:
         raise ValueError("no scored tokens in the eval set: every label is -100; check the eval dataset's labels.")
     mean_nll = nll_sum / num_tokens
-    return {"perplexity": math.exp(mean_nll), "token_accuracy": num_correct / num_tokens, "nll": mean_nll}
+    return {"perplexity": perplexity_from_loss(mean_nll), "token_accuracy": num_correct / num_tokens, "nll": mean_nll}
 
 
 def preprocess_logits_for_classification(logits: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Tensor:

@@ -199,6 +199,9 @@ class PretrainConfig(TrainingArguments):
     def __post_init__(self):
         if self.packing not in PACKING_MODES:
             raise ValueError(f"--packing {self.packing!r} is unknown; choose one of {list(PACKING_MODES)}.")
+        if self.push_to_hub and not self.hub_model_id:
+            # Checked now, not after hours of training: the final push names the repo explicitly.
+            raise ValueError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/gpt-pydocs.")
         if self.bf16 is None:
             self.bf16 = bf16_available() and not self.fp16 and not self.use_cpu
         super().__post_init__()

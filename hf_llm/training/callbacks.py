@@ -21,6 +21,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_callback import DefaultFlowCallback
 from transformers.utils import logging
 
+from hf_llm.evaluation.perplexity import perplexity_from_loss
+
 logger = logging.get_logger(__name__)
 
 # Dense (no sparsity) bf16 tensor-core peaks in FLOP/s, from the vendors' datasheets. Order matters: the first
@@ -254,22 +256,6 @@ class PerplexityCallback(TrainerCallback):
                 extra[name] = perplexity_from_loss(value)
         if extra:
             _add_to_logs(logs, state, extra)
-
-
-def perplexity_from_loss(loss: float) -> float:
-    """
-    Perplexity of a mean token cross-entropy (natural log): `exp(loss)`, `inf` on overflow, `nan` for a NaN loss.
-
-    Args:
-        loss (`float`): Mean negative log-likelihood per token, in nats.
-
-    Returns:
-        `float`: The perplexity.
-    """
-    try:
-        return math.exp(loss)
-    except OverflowError:
-        return math.inf
 
 
 def _add_to_logs(logs: dict, state: TrainerState, extra: dict) -> None:

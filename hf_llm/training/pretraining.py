@@ -163,8 +163,19 @@ def pack_for_pretraining(
                 f"--block_size {block_size} exceeds the model's context length ({max_length}); pass --block_size "
                 f"{max_length} or less, or a model with larger --max_position_embeddings."
             )
-        packed = group_texts(
-            tokenized, block_size, stride=data_args.stride, num_proc=data_args.preprocessing_num_workers
+        # Overlapping windows (stride < block_size) are extra training samples, but evaluation must score each token
+        # once, so the overlap is masked out of the labels of every split other than train.
+        packed = DatasetDict(
+            {
+                split: group_texts(
+                    dataset,
+                    block_size,
+                    stride=data_args.stride,
+                    mask_overlap=split != "train",
+                    num_proc=data_args.preprocessing_num_workers,
+                )
+                for split, dataset in tokenized.items()
+            }
         )
         collator = default_data_collator
     else:

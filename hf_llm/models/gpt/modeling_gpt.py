@@ -258,8 +258,12 @@ class GPTModel(GPTPreTrainedModel):
     def _check_inputs(
         self, input_ids: torch.LongTensor | None, position_ids: torch.LongTensor | None, positions_given: bool
     ) -> None:
-        """Turn out-of-range ids into a clear error instead of an index error deep inside `nn.Embedding`."""
-        if torch.compiler.is_compiling():
+        """Turn out-of-range ids into a clear error instead of an index error deep inside `nn.Embedding`.
+
+        Skipped when compiling and when training on an accelerator, where each check would cost a device sync per
+        step; training data is validated once, up front, by `hf_llm.data.check_token_ids`.
+        """
+        if torch.compiler.is_compiling() or (self.training and position_ids.device.type != "cpu"):
             return
         if input_ids is not None and input_ids.numel() > 0:
             smallest, largest = int(input_ids.min()), int(input_ids.max())
