@@ -28,7 +28,7 @@ from transformers.utils import logging
 from trl import TrlParser
 
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
-from hf_llm.data import DataArguments, load_dataset_from_args
+from hf_llm.data import DataArguments, load_dataset_from_args, save_data_fingerprint
 from hf_llm.evaluation.trainer_metrics import compute_causal_lm_metrics, preprocess_logits_for_causal_lm_metrics
 from hf_llm.hub import create_model_card, push_output_dir
 from hf_llm.training import (
@@ -133,6 +133,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
     trainer.save_state()
     if trainer.is_world_process_zero():
         save_recipe(training_args.output_dir, model_args, data_args, training_args)
+        save_data_fingerprint(training_args.output_dir, data_args, raw)
         create_model_card(
             training_args.output_dir,
             stage="pretraining",

@@ -9,13 +9,13 @@ loads with `AutoTokenizer.from_pretrained`, and also holds `recipe.yaml` (the re
 and `data_fingerprint.json`.
 """
 
-import json
-import os
 from dataclasses import dataclass, field
 
+from datasets import DatasetDict
 from trl import TrlParser
 
-from hf_llm.data import DataArguments, DataError, dataset_fingerprint, load_dataset_from_args
+from hf_llm.data import DataArguments, load_dataset_from_args, save_data_fingerprint
+from hf_llm.hub import push_output_dir
 from hf_llm.tokenizer import train_tokenizer
 from hf_llm.training import save_recipe
 
@@ -29,7 +29,7 @@ class TokenizerArguments:
         min_frequency (`int`, defaults to 2): A pair must occur this often to be merged.
         model_max_length (`int`, *optional*): Context length stored in the tokenizer config.
         push_to_hub (`bool`, defaults to `False`): Push the tokenizer to `hub_model_id`.
-        hub_model_id (`str`, *optional*): Hub repo id; defaults to the output directory's name.
+        hub_model_id (`str`, *optional*): Hub repo id; required with `push_to_hub`.
         hub_private_repo (`bool`, *optional*): Create the repo private.
         hub_token (`str`, *optional*): Hub token; defaults to the cached login or `HF_TOKEN`.
     """
@@ -39,9 +39,13 @@ class TokenizerArguments:
     min_frequency: int = field(default=2, metadata={"help": "Minimum pair frequency for a merge."})
     model_max_length: int | None = field(default=None, metadata={"help": "Context length for the tokenizer config."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push the tokenizer to the Hub."})
-    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id (default: output_dir's name)."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id (with --push_to_hub)."})
     hub_private_repo: bool | None = field(default=None, metadata={"help": "Create the Hub repo private."})
     hub_token: str | None = field(default=None, metadata={"help": "Hub token (default: cached login or HF_TOKEN)."})
+
+    def __post_init__(self):
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/pydocs-bpe-4096.")
 
 
 def main(data_args: DataArguments, tokenizer_args: TokenizerArguments) -> None:
@@ -67,20 +71,17 @@ def main(data_args: DataArguments, tokenizer_args: TokenizerArguments) -> None:
     ################
     tokenizer.save_pretrained(tokenizer_args.output_dir)
     save_recipe(tokenizer_args.output_dir, data_args, tokenizer_args)
-    fingerprint = {
-        "dataset_name": data_args.dataset_name,
-        "dataset_config_name": data_args.dataset_config_name,
-        "split": "train",
-        "num_texts": len(train),
-        "fingerprint": dataset_fingerprint(train),
-    }
-    with open(os.path.join(tokenizer_args.output_dir, "data_fingerprint.json"), "w") as f:
-        json.dump(fingerprint, f, indent=2)
+    save_data_fingerprint(tokenizer_args.output_dir, data_args, DatasetDict(train=train))
     print(f"Saved a tokenizer with {len(tokenizer)} tokens to {tokenizer_args.output_dir}")
     if tokenizer_args.push_to_hub:
-        repo_id = tokenizer_args.hub_model_id or os.path.basename(os.path.abspath(tokenizer_args.output_dir))
-        tokenizer.push_to_hub(repo_id, private=tokenizer_args.hub_private_repo, token=tokenizer_args.hub_token)
-        print(f"Pushed the tokenizer to {repo_id}")
+        url = push_output_dir(
+            tokenizer_args.output_dir,
+            tokenizer_args.hub_model_id,
+            private=bool(tokenizer_args.hub_private_repo),
+            token=tokenizer_args.hub_token,
+            commit_message="Train tokenizer",
+        )
+        print(f"Pushed the tokenizer, its recipe and data fingerprint to {url}")
 
 
 if __name__ == "__main__":
@@ -88,5 +89,5 @@ if __name__ == "__main__":
     try:
         data_args, tokenizer_args = parser.parse_args_and_config()
         main(data_args, tokenizer_args)
-    except DataError as e:  # bad data or flags: the message says what to fix, a traceback adds nothing
+    except ValueError as e:  # bad data or flags (DataError included): the message says what to fix
         raise SystemExit(f"train_tokenizer.py: error: {e}") from None

@@ -15,7 +15,8 @@ Loading (every task's output has canonical columns and `train`/`validation`, plu
     `load_task_dataset(dataset_name, task, *, seed=42, **data_args_fields) -> DatasetDict`
     `load_dataset_from_args(data_args, task, *, seed=42) -> DatasetDict`
     `load_raw_dataset(data_args) -> DatasetDict` (no renaming) and `check_utf8(path)`.
-    `dataset_fingerprint(dataset) -> str`: short fingerprint to record next to an artifact.
+    `dataset_fingerprint(dataset) -> str`: short fingerprint to record next to an artifact, and
+    `save_data_fingerprint(output_dir, data_args, dataset)`, which writes it as `data_fingerprint.json`.
     Tasks and columns: `"pretrain"` -> `text`; `"classification"` -> `text`, `label` (`ClassLabel`);
     `"instruction"` -> `instruction`, `input`, `output` (or `messages`); `"preference"` -> `prompt`, `chosen`,
     `rejected`. `dataset_name` is a Hub id, a local `.txt/.json/.jsonl/.csv/.tsv/.parquet` file or folder, or
@@ -45,7 +46,14 @@ chat template) built with `hf_llm.tokenizer.train_tokenizer`.
 
 from .arguments import COLUMN_FLAGS, TASKS, DataArguments
 from .errors import DataError
-from .loading import check_utf8, dataset_fingerprint, load_dataset_from_args, load_raw_dataset, load_task_dataset
+from .loading import (
+    check_utf8,
+    dataset_fingerprint,
+    load_dataset_from_args,
+    load_raw_dataset,
+    load_task_dataset,
+    save_data_fingerprint,
+)
 from .packing import group_texts, padding_free_collator, split_documents, tokenize_texts
 from .pydocs import hf_llm_cache_dir, load_pydocs, pydocs_dir, pydocs_fingerprint, pydocs_manifest
 from .validation import apply_overlong_strategy, check_token_ids, count_overlong
@@ -70,6 +78,7 @@ __all__ = [
     "pydocs_dir",
     "pydocs_fingerprint",
     "pydocs_manifest",
+    "save_data_fingerprint",
     "split_documents",
     "tokenize_texts",
 ]

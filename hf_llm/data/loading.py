@@ -493,6 +493,35 @@ def dataset_fingerprint(dataset: Dataset | DatasetDict) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def save_data_fingerprint(output_dir: str | os.PathLike, data_args: DataArguments, dataset: DatasetDict) -> str:
+    """
+    Write `data_fingerprint.json` next to an artifact: the dataset flags and each split's size and fingerprint.
+
+    Args:
+        output_dir (`str` or `os.PathLike`): The artifact's directory (created if missing).
+        data_args ([`DataArguments`]): The flags the data was loaded with.
+        dataset (`DatasetDict`): The splits the artifact was made from.
+
+    Returns:
+        `str`: Path of the written file.
+    """
+    import json
+
+    record = {
+        "dataset_name": data_args.dataset_name,
+        "dataset_config_name": data_args.dataset_config_name,
+        "fingerprint": dataset_fingerprint(dataset),
+        "splits": {
+            split: {"num_rows": len(ds), "fingerprint": dataset_fingerprint(ds)} for split, ds in dataset.items()
+        },
+    }
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "data_fingerprint.json")
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+    return path
+
+
 def load_task_dataset(dataset_name: str, task: str, *, seed: int = 42, **data_args_fields) -> DatasetDict:
     """
     Load a dataset for one task: `load_dataset_from_args(DataArguments(dataset_name=..., **data_args_fields))`.
