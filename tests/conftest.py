@@ -1,6 +1,8 @@
 """Shared test set-up: everything runs offline, on CPU, with tiny models."""
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -88,3 +90,28 @@ def hub_server(tmp_path_factory):
 
     with HubServer() as server:
         yield server.url, server.env(str(tmp_path_factory.mktemp("hf_home")))
+
+
+# ---- remote code: run Python where hf_llm cannot be imported ----
+BLOCK_HF_LLM = """
+import importlib.abc, sys
+
+class BlockHfLlm(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_llm" or name.startswith("hf_llm."):
+            raise ImportError("hf_llm is blocked in this process")
+
+sys.meta_path.insert(0, BlockHfLlm())
+try:
+    import hf_llm
+    raise SystemExit("hf_llm was importable")
+except ImportError:
+    pass
+"""
+
+
+def run_without_hf_llm(script: str, env: dict, cwd) -> subprocess.CompletedProcess:
+    """Run `script` in a fresh interpreter where `import hf_llm` fails, as on a machine without it installed."""
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_HF_LLM + script], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )

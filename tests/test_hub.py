@@ -7,13 +7,11 @@ id. Model cards carry front matter and metrics; missing repos and flags fail wit
 """
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
-from conftest import TINY_PRETRAIN_ARGS
+from conftest import TINY_PRETRAIN_ARGS, run_without_hf_llm
 from hub_server import git_blob_sha, patch_hub_env
 from huggingface_hub import HfApi, ModelCard, hf_hub_download, snapshot_download
 from huggingface_hub.errors import RepositoryNotFoundError
@@ -154,19 +152,6 @@ def test_pushed_gpt_loads_with_remote_code_where_hf_llm_cannot_be_imported(pushe
     torch.save({"input_ids": input_ids, "logits": model(input_ids).logits}, tmp_path / "expected.pt")
     script = textwrap.dedent(
         f"""
-        import importlib.abc, sys
-
-        class BlockHfLlm(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "hf_llm" or name.startswith("hf_llm."):
-                    raise ImportError("hf_llm is blocked in this process")
-
-        sys.meta_path.insert(0, BlockHfLlm())
-        try:
-            import hf_llm
-            raise SystemExit("hf_llm was importable")
-        except ImportError:
-            pass
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         model = AutoModelForCausalLM.from_pretrained({REPO_ID!r}, trust_remote_code=True).eval()
@@ -180,9 +165,7 @@ def test_pushed_gpt_loads_with_remote_code_where_hf_llm_cannot_be_imported(pushe
         """
     )
     subprocess_env = {**os.environ, **env, "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env, cwd=tmp_path, timeout=300
-    )
+    result = run_without_hf_llm(script, subprocess_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"REMOTE_OK GPTForCausalLM {REPO_ID}" in result.stdout
 

@@ -1,11 +1,10 @@
 """The GPT family behaves like a built-in transformers architecture (DESIGN §4)."""
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from conftest import run_without_hf_llm
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -299,19 +298,6 @@ def test_remote_code_load_where_hf_llm_cannot_be_imported(tmp_path):
     torch.save({"input_ids": input_ids, "logits": model(input_ids).logits}, tmp_path / "expected.pt")
     script = textwrap.dedent(
         f"""
-        import importlib.abc, sys
-
-        class BlockHfLlm(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "hf_llm" or name.startswith("hf_llm."):
-                    raise ImportError("hf_llm is blocked in this process")
-
-        sys.meta_path.insert(0, BlockHfLlm())
-        try:
-            import hf_llm
-            raise SystemExit("hf_llm was importable")
-        except ImportError:
-            pass
         import torch
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained({str(checkpoint)!r}, trust_remote_code=True).eval()
@@ -322,7 +308,7 @@ def test_remote_code_load_where_hf_llm_cannot_be_imported(tmp_path):
         """
     )
     env = {"HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    result = run_without_hf_llm(script, env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE_OK GPTForCausalLM" in result.stdout
 
