@@ -186,9 +186,16 @@ def evaluate_pretrain(
     }
 
 
-def _left_truncate(ids: list[int], max_length: int) -> tuple[list[int], bool]:
-    # Keep the end: a sequence classifier pools the last token, and a prompt's end is what the model continues.
-    return (ids[-max_length:], True) if len(ids) > max_length else (ids, False)
+def _encode_keeping_the_end(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int
+) -> tuple[list[list[int]], int]:
+    """Token ids of each text cut to its last `max_length` tokens, and how many texts were cut.
+
+    The end is what matters: a sequence classifier pools the last token, and a prompt's end is what the model
+    continues.
+    """
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [ids[-max_length:] for ids in encoded], sum(len(ids) > max_length for ids in encoded)
 
 
 @torch.no_grad()
@@ -196,13 +203,7 @@ def score_sequences(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], batch_size: int, max_length: int
 ) -> tuple[np.ndarray, int]:
     """Logits `(N, num_labels)` of a sequence-classification model on `texts`, and how many were truncated."""
-    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    truncated = 0
-    rows = []
-    for ids in encoded:
-        ids, cut = _left_truncate(ids, max_length)
-        truncated += cut
-        rows.append(ids)
+    rows, truncated = _encode_keeping_the_end(tokenizer, texts, max_length)
     device = next(model.parameters()).device
     outputs = []
     for start in range(0, len(rows), batch_size):
@@ -282,13 +283,7 @@ def generate_greedy(
             f"--max_new_tokens {generation_config.max_new_tokens} leaves no room for a prompt in a context of "
             f"{max_length} tokens; lower --max_new_tokens."
         )
-    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    truncated = 0
-    rows = []
-    for ids in encoded:
-        ids, cut = _left_truncate(ids, max_prompt_length)
-        truncated += cut
-        rows.append(ids)
+    rows, truncated = _encode_keeping_the_end(tokenizer, prompts, max_prompt_length)
     device = next(model.parameters()).device
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues the last column, so prompts must end there
