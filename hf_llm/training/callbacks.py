@@ -103,6 +103,14 @@ class NonFiniteGuardCallback(TrainerCallback):
         if model is None:
             return
         name = _first_non_finite_parameter(model)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Under FSDP / ZeRO-3 each rank holds different shards: all ranks must stop together, or the ones that
+            # saw only finite shards would wait forever in the next collective (the checkpoint save).
+            device = next(model.parameters()).device
+            all_finite = torch.tensor([int(name is None)], device=device)
+            torch.distributed.all_reduce(all_finite, op=torch.distributed.ReduceOp.MIN)
+            if name is None and not bool(all_finite.item()):
+                self._raise("a parameter on another process is NaN/Inf", state)
         if name is not None:
             self._raise(f"parameter '{name}' is NaN/Inf", state)
 
