@@ -115,3 +115,21 @@ def run_without_hf_llm(script: str, env: dict, cwd) -> subprocess.CompletedProce
     return subprocess.run(
         [sys.executable, "-c", BLOCK_HF_LLM + script], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
     )
+
+
+# ---- tiny GPT models ----
+def tiny_gpt_config(tokenizer, **overrides):
+    """A 2-layer, 32-wide `GPTConfig` whose vocabulary and special tokens match `tokenizer`."""
+    from hf_llm import GPTConfig
+
+    values = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return GPTConfig(**{**values, **overrides})

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import tiny_gpt_config
 
-from hf_llm import GPTConfig, GPTForCausalLM
+from hf_llm import GPTForCausalLM
 from hf_llm.cli import PipelineStage, find_checkout, main, write_report
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -41,15 +42,7 @@ def test_report_tabulates_perplexity_and_embeds_stage_metrics(tmp_path):
 
 def test_generate_prints_the_greedy_continuation(tmp_path, tiny_tokenizer, capsys):
     torch.manual_seed(0)
-    config = GPTConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-    )
+    config = tiny_gpt_config(tiny_tokenizer)
     model = GPTForCausalLM(config).eval()
     model.save_pretrained(tmp_path)
     tiny_tokenizer.save_pretrained(tmp_path)

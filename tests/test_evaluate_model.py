@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import sacrebleu
 import torch
+from conftest import tiny_gpt_config
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-from hf_llm import GPTConfig, GPTForCausalLM, GPTForSequenceClassification
+from hf_llm import GPTForCausalLM, GPTForSequenceClassification
 from hf_llm.evaluation import compute_perplexity, main
 from hf_llm.tokenizer import alpaca_messages
 
@@ -65,22 +66,12 @@ def workspace(tmp_path_factory, tiny_tokenizer):
     """Tiny saved checkpoints (full models and LoRA adapters) and one dataset folder per task."""
     root = tmp_path_factory.mktemp("evaluate_model")
     tokenizer = tiny_tokenizer
-    config = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
     paths = {}
     torch.manual_seed(0)
     for name, model in {
-        "causal_lm": GPTForCausalLM(GPTConfig(**config)),
-        "classifier": GPTForSequenceClassification(GPTConfig(num_labels=3, **config)),
-        "reward": GPTForSequenceClassification(GPTConfig(num_labels=1, **config)),
+        "causal_lm": GPTForCausalLM(tiny_gpt_config(tokenizer)),
+        "classifier": GPTForSequenceClassification(tiny_gpt_config(tokenizer, num_labels=3)),
+        "reward": GPTForSequenceClassification(tiny_gpt_config(tokenizer, num_labels=1)),
     }.items():
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)

@@ -11,13 +11,13 @@ import textwrap
 
 import pytest
 import torch
-from conftest import TINY_PRETRAIN_ARGS, run_without_hf_llm
+from conftest import TINY_PRETRAIN_ARGS, run_without_hf_llm, tiny_gpt_config
 from hub_server import git_blob_sha, patch_hub_env
 from huggingface_hub import HfApi, ModelCard, hf_hub_download, snapshot_download
 from huggingface_hub.errors import RepositoryNotFoundError
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from hf_llm import GPTConfig, GPTForCausalLM
+from hf_llm import GPTForCausalLM
 from hf_llm.evaluation import compute_perplexity, load_metric, load_model_for_evaluation
 from hf_llm.hub import create_model_card, push_output_dir
 
@@ -29,17 +29,7 @@ RECIPE = {"ModelArguments": {"hidden_size": 32}, "PretrainConfig": {"learning_ra
 
 def tiny_gpt(tokenizer) -> GPTForCausalLM:
     torch.manual_seed(0)
-    config = GPTConfig(
-        vocab_size=320,  # the 300-token tokenizer, padded
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    return GPTForCausalLM(config).eval()
+    return GPTForCausalLM(tiny_gpt_config(tokenizer, vocab_size=320)).eval()  # the 300-token tokenizer, padded
 
 
 def encode(tokenizer, text: str = TEXTS[0]) -> torch.Tensor:

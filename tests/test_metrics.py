@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import sacrebleu
 import torch
+from conftest import tiny_gpt_config
 
-from hf_llm import GPTConfig, GPTForCausalLM
+from hf_llm import GPTForCausalLM
 from hf_llm.evaluation import compute_perplexity, load_metric, metric_path
 
 PREDICTIONS = [
@@ -134,16 +135,7 @@ def test_bleu_bad_input():
 @pytest.fixture(scope="module")
 def causal_lm(tiny_tokenizer):
     torch.manual_seed(0)
-    config = GPTConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-        bos_token_id=tiny_tokenizer.bos_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-    )
+    config = tiny_gpt_config(tiny_tokenizer)
     # float64 so the comparison with the hand computation is limited by arithmetic, not by float32 rounding.
     return GPTForCausalLM(config).double().eval()
 

@@ -5,10 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_gpt_config
 from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling, EvalPrediction, Trainer, TrainingArguments
 
-from hf_llm import GPTConfig, GPTForCausalLM
+from hf_llm import GPTForCausalLM
 from hf_llm.evaluation import (
     classification_report,
     compute_causal_lm_metrics,
@@ -81,17 +82,7 @@ def test_classification_hooks_equal_argmax_accuracy():
 @pytest.fixture(scope="module")
 def causal_lm(tiny_tokenizer):
     torch.manual_seed(0)
-    config = GPTConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-        bos_token_id=tiny_tokenizer.bos_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-    )
-    return GPTForCausalLM(config).eval()
+    return GPTForCausalLM(tiny_gpt_config(tiny_tokenizer)).eval()
 
 
 TEXTS = [
