@@ -327,7 +327,7 @@ class GPTModel(GPTPreTrainedModel):
         # An empty cache (made here, or by generate() before the prefill) changes nothing about the mask, so the mask
         # is built as if there were none: create_causal_mask derives per-document masks from restarting position_ids
         # only when it is given no cache object.
-        has_past = past_key_values is not None and past_key_values.get_seq_length() > 0
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
@@ -336,7 +336,6 @@ class GPTModel(GPTPreTrainedModel):
             # Count only real tokens, so a left-padded row gets the same positions (and outputs) as the unpadded one.
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_length:]  # (B, T)
         elif position_ids is None:
-            past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
             device = (input_ids if input_ids is not None else inputs_embeds).device
             position_ids = torch.arange(past_length, past_length + seq_length, device=device).unsqueeze(0)  # (1, T)
         self._check_inputs(input_ids, position_ids, positions_given)
@@ -355,7 +354,7 @@ class GPTModel(GPTPreTrainedModel):
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values if has_past else None,
+            past_key_values=past_key_values if past_length > 0 else None,
             position_ids=position_ids,
         )
 
