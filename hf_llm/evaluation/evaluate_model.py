@@ -194,7 +194,7 @@ def _encode_keeping_the_end(
     The end is what matters: a sequence classifier pools the last token, and a prompt's end is what the model
     continues.
     """
-    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    encoded = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]  # cut just below
     return [ids[-max_length:] for ids in encoded], sum(len(ids) > max_length for ids in encoded)
 
 

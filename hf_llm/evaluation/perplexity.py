@@ -126,8 +126,14 @@ def compute_perplexity(
 
     # Tokenize: sequences[i] is the full token list, first_scored[i] the first position that counts for text i.
     prefix = [tokenizer.bos_token_id] if add_start_token else []
-    text_ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    context_ids = tokenizer(list(contexts), add_special_tokens=False)["input_ids"] if contexts else [[] for _ in texts]
+    # verbose=False: texts longer than the context are expected here (the sliding window scores them), so the
+    # tokenizer's "will result in indexing errors" warning would be wrong.
+    text_ids = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+    context_ids = (
+        tokenizer(list(contexts), add_special_tokens=False, verbose=False)["input_ids"]
+        if contexts
+        else [[] for _ in texts]
+    )
     sequences = [prefix + ctx + ids for ctx, ids in zip(context_ids, text_ids, strict=True)]
     first_scored = [len(prefix) + len(ctx) for ctx in context_ids]
 
