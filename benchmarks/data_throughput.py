@@ -44,7 +44,7 @@ def timed(fn) -> float:
 def main(args: argparse.Namespace) -> dict:
     datasets.disable_caching()
     datasets.disable_progress_bars()
-    pretrain = load_pydocs("pretrain")
+    pretrain = load_pydocs("text")
     corpus = concatenate_datasets([pretrain[s] for s in pretrain] * args.corpus_repeats).select_columns(["text"])
     megabytes = sum(len(t.encode("utf-8")) for t in corpus["text"]) / 1e6
 

@@ -180,7 +180,7 @@ def main() -> dict:
         tokenizer_vocab_size=args.tokenizer_vocab_size,
     )
     data_args = DataArguments(dataset_name=args.dataset_name, block_size=args.block_size)
-    raw = load_dataset_from_args(data_args, "pretrain")
+    raw = load_dataset_from_args(data_args, "text")
     tokenizer = load_or_train_tokenizer(model_args, raw["train"])
     max_length = build_or_load_causal_lm(model_args, tokenizer).config.max_position_embeddings
     splits, _ = pack_for_pretraining(raw, tokenizer, data_args, max_length=max_length)

@@ -22,6 +22,8 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers.utils import logging
 
+from .stages import STAGES
+
 logger = logging.get_logger(__name__)
 
 MODEL_CARD_NAME = "README.md"
@@ -30,7 +32,7 @@ MODEL_CARD_NAME = "README.md"
 PUSH_IGNORE_PATTERNS = ["checkpoint-*/", "runs/", "_tmp-*/"]
 
 #: Stages whose artifact is a sequence-classification model (everything else is a causal LM).
-SEQUENCE_CLASSIFICATION_STAGES = ("classification", "classifier", "reward")
+SEQUENCE_CLASSIFICATION_STAGES = tuple(name for name, stage in STAGES.items() if stage.sequence_classification)
 
 #: Recipe keys never written to a card, whatever the recipe holds.
 _SECRET_KEYS = {"token", "hub_token", "hf_token", "push_to_hub_token"}
@@ -114,8 +116,8 @@ def create_model_card(
         output_dir (`str` or `os.PathLike`):
             The directory written by `save_pretrained` (the card reads its `config.json` / `adapter_config.json`).
         stage (`str`):
-            The pipeline stage that made the artifact, e.g. `"pretraining"`, `"instruction"`, `"classification"`,
-            `"reward"`, `"ppo"`, `"dpo"`; added as a tag.
+            The stage that made the artifact (`hf_llm.stages.STAGE_NAMES`: `"pretrain"`, `"classifier"`, `"sft"`,
+            `"reward"`, `"ppo"`, `"dpo"`); added as a tag.
         base_model (`str`, *optional*):
             The model this one was trained from (a Hub id or a local path). Defaults to an adapter's
             `base_model_name_or_path`.

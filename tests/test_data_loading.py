@@ -49,9 +49,9 @@ def test_every_format_loads_for_classification(labeled_file):
 def test_txt_file_sampled_by_paragraph_and_line(tmp_path):
     path = tmp_path / "book.txt"
     path.write_text("First paragraph,\nstill first.\n\nSecond one.\n\n\nThird one.\n")
-    ds = load_task_dataset(str(path), "pretrain", validation_split_percentage=0)
+    ds = load_task_dataset(str(path), "text", validation_split_percentage=0)
     assert sorted(ds["train"]["text"]) == ["First paragraph,\nstill first.", "Second one.", "Third one."]
-    lines = load_task_dataset(str(path), "pretrain", validation_split_percentage=0, text_sample_by="line")
+    lines = load_task_dataset(str(path), "text", validation_split_percentage=0, text_sample_by="line")
     # Blank lines are empty texts: dropped, and counted in the log.
     assert sorted(lines["train"]["text"]) == ["First paragraph,", "Second one.", "Third one.", "still first."]
 
@@ -71,7 +71,7 @@ def test_folder_with_named_splits(tmp_path):
 def test_folder_of_txt_files_is_one_train_split(tmp_path):
     for i in range(3):
         (tmp_path / f"doc{i}.txt").write_text(f"document {i}")
-    ds = load_task_dataset(str(tmp_path), "pretrain", validation_split_percentage=0)
+    ds = load_task_dataset(str(tmp_path), "text", validation_split_percentage=0)
     assert sorted(ds["train"]["text"]) == ["document 0", "document 1", "document 2"]
 
 
@@ -120,24 +120,24 @@ def test_empty_inputs_raise(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(ValueError, match="empty.jsonl is empty"):
-        load_task_dataset(str(empty), "pretrain")
+        load_task_dataset(str(empty), "text")
     folder = tmp_path / "nothing"
     folder.mkdir()
     (folder / "notes.md").write_text("x")
     with pytest.raises(ValueError, match="no data files in folder"):
-        load_task_dataset(str(folder), "pretrain")
+        load_task_dataset(str(folder), "text")
     blank = tmp_path / "blank.txt"
     blank.write_text("\n\n\n")
     with pytest.raises(ValueError, match="no non-empty"):
-        load_task_dataset(str(blank), "pretrain", text_sample_by="line")
+        load_task_dataset(str(blank), "text", text_sample_by="line")
 
 
 def test_missing_path_and_unreachable_hub_id():
     with pytest.raises(DataError, match="--dataset_name ./missing.jsonl: no such file"):
-        load_task_dataset("./missing.jsonl", "pretrain")
+        load_task_dataset("./missing.jsonl", "text")
     # Tests run offline: a Hub id fails with one message that says what --dataset_name accepts.
     with pytest.raises(ValueError, match="could not load dataset 'someone/not-here'.*pydocs"):
-        load_task_dataset("someone/not-here", "pretrain")
+        load_task_dataset("someone/not-here", "text")
 
 
 @pytest.mark.parametrize("fmt", ["txt", "jsonl", "csv"])
@@ -151,8 +151,8 @@ def test_non_utf8_names_file_and_offset_and_replace_works(tmp_path, fmt):
         ValueError,
         match=rf"latin1.{fmt} is not valid UTF-8: byte 0xe9 at byte offset {offset}.*--encoding_errors replace",
     ):
-        load_task_dataset(str(path), "pretrain", validation_split_percentage=0)
-    ds = load_task_dataset(str(path), "pretrain", validation_split_percentage=0, encoding_errors="replace")
+        load_task_dataset(str(path), "text", validation_split_percentage=0)
+    ds = load_task_dataset(str(path), "text", validation_split_percentage=0, encoding_errors="replace")
     assert any("caf\ufffd" in text for text in ds["train"]["text"])
 
 
@@ -200,7 +200,7 @@ def test_sample_limits_and_unknown_options(tmp_path):
     ds = load_task_dataset(str(path), "classification", max_train_samples=4, max_eval_samples=2)
     assert (len(ds["train"]), len(ds["validation"])) == (4, 2)
     with pytest.raises(TypeError, match="unknown options \\['txt_column'\\]"):
-        load_task_dataset(str(path), "pretrain", txt_column="x")
+        load_task_dataset(str(path), "text", txt_column="x")
     with pytest.raises(ValueError, match="unknown task 'pretraining'"):
         load_task_dataset(str(path), "pretraining")
 
@@ -210,13 +210,13 @@ def test_missing_split_names_flag(tmp_path):
     with pytest.raises(
         ValueError, match=r"split 'dev' not found .*splits are \['train'\].*--dataset_validation_split"
     ):
-        load_task_dataset(str(path), "pretrain", dataset_validation_split="dev")
+        load_task_dataset(str(path), "text", dataset_validation_split="dev")
 
 
 def test_fingerprint_tracks_content(tmp_path):
-    a = load_task_dataset(str(_write(tmp_path / "a.jsonl", "jsonl", ROWS)), "pretrain")
-    a2 = load_task_dataset(str(tmp_path / "a.jsonl"), "pretrain")
-    b = load_task_dataset(str(_write(tmp_path / "b.jsonl", "jsonl", ROWS[:-1])), "pretrain")
+    a = load_task_dataset(str(_write(tmp_path / "a.jsonl", "jsonl", ROWS)), "text")
+    a2 = load_task_dataset(str(tmp_path / "a.jsonl"), "text")
+    b = load_task_dataset(str(_write(tmp_path / "b.jsonl", "jsonl", ROWS[:-1])), "text")
     assert dataset_fingerprint(a) == dataset_fingerprint(a2)
     assert dataset_fingerprint(a) != dataset_fingerprint(b)
     assert isinstance(a, DatasetDict)

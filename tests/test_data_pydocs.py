@@ -10,7 +10,7 @@ from hf_llm.data import DataError, hf_llm_cache_dir, load_pydocs, load_task_data
 from hf_llm.data.pydocs import build_pydocs_records
 
 TASK_COLUMNS = {
-    "pretrain": ["text", "source"],
+    "text": ["text", "source"],
     "classification": ["text", "label", "source"],
     "instruction": ["instruction", "input", "output", "source"],
     "preference": ["prompt", "chosen", "rejected", "source"],
@@ -29,7 +29,7 @@ def test_every_task_has_three_disjoint_splits(cache_dir, task):
     for split in ds.values():
         assert split.column_names == TASK_COLUMNS[task]
         assert len(split) > 0
-    key = {"pretrain": "text", "classification": "text", "instruction": "instruction", "preference": "prompt"}[task]
+    key = {"text": "text", "classification": "text", "instruction": "instruction", "preference": "prompt"}[task]
     train, test, validation = (set(ds[s][key]) for s in ("train", "test", "validation"))
     assert not train & test and not train & validation and not validation & test
     if task in ("instruction", "preference"):
@@ -39,7 +39,7 @@ def test_every_task_has_three_disjoint_splits(cache_dir, task):
 
 def test_splits_follow_modules_and_topics(cache_dir):
     manifest = pydocs_manifest(cache_dir)
-    ds = load_pydocs("pretrain", cache_dir=cache_dir)
+    ds = load_pydocs("text", cache_dir=cache_dir)
     for split, rows in ds.items():
         assert all(manifest["split_of_unit"][source] == split for source in rows["source"])
     # Classification items come from modules in the same split as their module's document.

@@ -59,7 +59,7 @@ def pushed_gpt(hub_server, tiny_tokenizer, tmp_path_factory):
     (output_dir / "runs" / "events.out.tfevents").write_bytes(b"tb")
     create_model_card(
         output_dir,
-        stage="pretraining",
+        stage="pretrain",
         dataset_name="tester/tiny-corpus",
         metrics=METRICS,
         recipe=RECIPE,
@@ -164,7 +164,7 @@ def test_model_card_has_front_matter_metrics_and_recipe(pushed_gpt, hub):
     card = ModelCard.load(REPO_ID)
     assert card.data.library_name == "transformers"
     assert card.data.pipeline_tag == "text-generation"
-    assert card.data.tags[:3] == ["hf_llm", "pretraining", "custom_code"] and "tiny" in card.data.tags
+    assert card.data.tags[:3] == ["hf_llm", "pretrain", "custom_code"] and "tiny" in card.data.tags
     assert card.data.datasets == ["tester/tiny-corpus"]
     assert f'AutoModelForCausalLM.from_pretrained("{REPO_ID}", trust_remote_code=True)' in card.text
     assert "| eval_perplexity | 9.4877 |" in card.text and "| eval_loss | 2.2500 |" in card.text
@@ -187,7 +187,7 @@ def test_model_card_keeps_local_paths_out_of_front_matter_and_describes_adapters
     assert card.data.base_model == "tester/sft-model" and card.data.pipeline_tag == "text-classification"
     assert "AutoPeftModelForSequenceClassification.from_pretrained" in card.text
     with pytest.raises(FileNotFoundError, match="--output_dir"):
-        create_model_card(tmp_path / "missing", stage="pretraining")
+        create_model_card(tmp_path / "missing", stage="pretrain")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def test_saves_a_loadable_model_tokenizer_and_checkpoints(tiny_run):
     assert not [n for n in os.listdir(output_dir) if n.startswith("_tmp-")]
     assert os.listdir(output_dir / "runs")  # TensorBoard event files
     card = (output_dir / "README.md").read_text()  # hf_llm's model card, with the metrics
-    assert "pretraining" in card and "eval_perplexity" in card
+    assert "pretrain" in card and "eval_perplexity" in card
     fingerprint = json.loads((output_dir / "data_fingerprint.json").read_text())
     assert set(fingerprint["splits"]) >= {"train", "validation"} and len(fingerprint["fingerprint"]) == 16
 

@@ -52,7 +52,7 @@ def main(data_args: DataArguments, tokenizer_args: TokenizerArguments) -> None:
     ################
     # Dataset
     ################
-    dataset = load_dataset_from_args(data_args, task="pretrain")
+    dataset = load_dataset_from_args(data_args, "text")
     train = dataset["train"]
     print(f"Training on {len(train)} texts of {data_args.dataset_name} (split 'train')")
 

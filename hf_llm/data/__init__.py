@@ -17,7 +17,7 @@ Loading (every task's output has canonical columns and `train`/`validation`, plu
     `load_raw_dataset(data_args) -> DatasetDict` (no renaming) and `check_utf8(path)`.
     `dataset_fingerprint(dataset) -> str`: short fingerprint to record next to an artifact, and
     `save_data_fingerprint(output_dir, data_args, dataset)`, which writes it as `data_fingerprint.json`.
-    Tasks and columns: `"pretrain"` -> `text`; `"classification"` -> `text`, `label` (`ClassLabel`);
+    Tasks and columns: `"text"` -> `text`; `"classification"` -> `text`, `label` (`ClassLabel`);
     `"instruction"` -> `instruction`, `input`, `output` (or `messages`); `"preference"` -> `prompt`, `chosen`,
     `rejected`. `dataset_name` is a Hub id, a local `.txt/.json/.jsonl/.csv/.tsv/.parquet` file or folder, or
     `"pydocs"`.

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..stages import DATA_FORMATS
 from .errors import DataError
 
-TASKS = ("pretrain", "classification", "instruction", "preference")
+TASKS = DATA_FORMATS  # the data formats of hf_llm.stages
 OVERLONG_STRATEGIES = ("truncate", "drop", "error")
 ENCODING_ERRORS = ("strict", "replace")
 TEXT_SAMPLE_BY = ("line", "paragraph", "document")

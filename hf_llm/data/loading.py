@@ -35,7 +35,7 @@ _SPLIT_ALIASES = {
 
 # Canonical columns each task needs; `None` marks an optional one.
 TASK_COLUMNS: dict[str, dict[str, bool]] = {
-    "pretrain": {"text": True},
+    "text": {"text": True},
     "classification": {"text": True, "label": True},
     "instruction": {"instruction": True, "input": False, "output": True},
     "preference": {"prompt": False, "chosen": True, "rejected": True},
@@ -419,7 +419,7 @@ def _normalize(ds: DatasetDict, task: str, data_args: DataArguments, source: str
     num_proc = data_args.preprocessing_num_workers
     ds = _rename_columns(ds, task, data_args.column_mapping(), source)
     columns = ds["train"].column_names
-    if task == "pretrain":
+    if task == "text":
         _check_strings(ds, ["text"], source)
         ds = _drop_empty(ds, ["text"], source, num_proc)
     elif task == "classification":
@@ -455,12 +455,12 @@ def load_dataset_from_args(data_args: DataArguments, task: str, *, seed: int = 4
 
     Args:
         data_args (`DataArguments`): Source, split names, column flags and limits.
-        task (`str`): `"pretrain"`, `"classification"`, `"instruction"` or `"preference"`.
+        task (`str`): `"text"`, `"classification"`, `"instruction"` or `"preference"` (the data formats).
         seed (`int`, defaults to 42): Seed of the validation hold-out when the source has no validation split.
 
     Returns:
         `DatasetDict`: `train` and `validation` (unless `--validation_split_percentage 0` and the source has none),
-        plus `test` when the source has one. Columns: pretrain `text`; classification `text`, `label`
+        plus `test` when the source has one. Columns: text `text`; classification `text`, `label`
         (`ClassLabel`); instruction `instruction`, `input`, `output` (or `messages`); preference `chosen`,
         `rejected` and `prompt` if present. Bad input raises a `ValueError` naming the file/column/flag to fix.
     """
@@ -528,7 +528,7 @@ def load_task_dataset(dataset_name: str, task: str, *, seed: int = 42, **data_ar
 
     Args:
         dataset_name (`str`): A Hub dataset id, a local file or folder, or `"pydocs"`.
-        task (`str`): `"pretrain"`, `"classification"`, `"instruction"` or `"preference"`.
+        task (`str`): `"text"`, `"classification"`, `"instruction"` or `"preference"` (the data formats).
         seed (`int`, defaults to 42): Seed of the validation hold-out.
         **data_args_fields: Any `DataArguments` field, e.g. `text_column="review"`, `dataset_config_name="plain_text"`.
 

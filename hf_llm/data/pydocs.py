@@ -32,13 +32,14 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_fro
 from datasets.utils import logging as datasets_logging
 from transformers.utils import logging
 
+from ..stages import DATA_FORMATS
 from ._pydocs_extract import GENERAL_MODULES, STDLIB_AREAS, _summary
 from .errors import DataError
 
 logger = logging.get_logger(__name__)
 
 # Bump whenever the records produced below change, so old caches are not reused.
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -198,7 +199,7 @@ def _dedupe(records: list[dict], keys: tuple[str, ...], seen: dict[str, set]) ->
 
 
 def _features(task: str) -> Features:
-    if task == "pretrain":
+    if task == "text":
         return Features({"text": Value("string"), "source": Value("string")})
     if task == "classification":
         return Features(
@@ -219,11 +220,11 @@ def build_pydocs_records() -> tuple[dict[str, dict[str, list[dict]]], dict]:
     """
     units, missing = _extract_units()
     assignment = _assign_splits(units)
-    records = {task: {split: [] for split in SPLITS} for task in ("pretrain", "classification", "instruction")}
+    records = {task: {split: [] for split in SPLITS} for task in ("text", "classification", "instruction")}
     seen = {k: set() for k in ("instruction", "output")}
     for unit in units:
         split = assignment[unit["name"]]
-        records["pretrain"][split] += _pretrain_records(unit)
+        records["text"][split] += _pretrain_records(unit)
         records["classification"][split] += _classification_records(unit)
         records["instruction"][split] += _dedupe(_instruction_records(unit), ("instruction", "output"), seen)
     records["preference"] = {
@@ -250,7 +251,7 @@ def build_pydocs_records() -> tuple[dict[str, dict[str, list[dict]]], dict]:
         "fingerprint": digest[:16],
         "builder_version": BUILDER_VERSION,
         "python_version": sys.version.split()[0],
-        "pretrain_characters": sum(len(r["text"]) for rows in records["pretrain"].values() for r in rows),
+        "pretrain_characters": sum(len(r["text"]) for rows in records["text"].values() for r in rows),
         "sizes": sizes,
         "class_names": list(STDLIB_AREAS),
         "class_counts": class_counts,
@@ -332,7 +333,7 @@ def load_pydocs(task: str, cache_dir: str | os.PathLike | None = None) -> Datase
 
     Args:
         task (`str`):
-            `"pretrain"` (`text`), `"classification"` (`text`, `label` as a `ClassLabel` over the areas of the
+            `"text"` (`text`), `"classification"` (`text`, `label` as a `ClassLabel` over the areas of the
             standard library), `"instruction"` (`instruction`, `input`, `output`) or `"preference"` (`prompt`,
             `chosen`, `rejected`). Every task also has a `source` column (module, qualified name or topic).
         cache_dir (`str` or `os.PathLike`, *optional*):
@@ -350,7 +351,7 @@ def load_pydocs(task: str, cache_dir: str | os.PathLike | None = None) -> Datase
     ['text_processing', 'files_and_os']
     ```
     """
-    tasks = ("pretrain", "classification", "instruction", "preference")
+    tasks = DATA_FORMATS
     if task not in tasks:
         raise DataError(f"unknown task {task!r} for pydocs; choose one of {list(tasks)}")
     return load_from_disk(str(pydocs_dir(cache_dir) / task))

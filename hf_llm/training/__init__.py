@@ -20,6 +20,7 @@ from .checkpointing import (
     list_checkpoints,
     resolve_resume_checkpoint,
 )
+from .finalize import final_eval_metrics, prepare_tokenizer, save_and_push
 from .presets import MODEL_PRESETS, build_gpt_config, padded_vocab_size
 from .recipes import RECIPE_NAME, recipe_dict, save_recipe
 
@@ -39,13 +40,16 @@ __all__ = [
     "bf16_available",
     "build_gpt_config",
     "find_latest_checkpoint",
+    "final_eval_metrics",
     "flops_per_token",
     "get_peak_bf16_flops",
     "is_complete_checkpoint",
     "list_checkpoints",
     "padded_vocab_size",
     "perplexity_from_loss",
+    "prepare_tokenizer",
     "recipe_dict",
     "resolve_resume_checkpoint",
+    "save_and_push",
     "save_recipe",
 ]

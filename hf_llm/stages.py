@@ -1,0 +1,47 @@
+"""One stage vocabulary: stage = script name = model-card stage = pipeline stage.
+
+Data formats are a separate vocabulary (what the rows look like); evaluation tasks name the evaluator that measures
+a stage's artifact. This table is the one place that maps one onto the other.
+
+| stage | script | data format (columns) | evaluation task: metrics |
+|---|---|---|---|
+| `pretrain` | `pretrain.py` | `text` (`text`) | `pretrain`: perplexity, bits per byte |
+| `classifier` | `classifier.py` | `classification` (`text`, `label`) | `classifier`: accuracy, F1 |
+| `sft` | `sft.py` | `instruction` (`instruction`, `input`, `output`; or `messages`) | `sft`: BLEU, perplexity |
+| `reward` | `reward.py` | `preference` (`prompt`, `chosen`, `rejected`) | `reward`: pairwise accuracy, margin |
+| `ppo` | `ppo.py` | `instruction` (its prompts) | `win_rate`: mean reward, win rate vs. the SFT policy |
+| `dpo` | `dpo.py` | `preference` (`prompt`, `chosen`, `rejected`) | `win_rate` |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a model's life and the vocabulary around it."""
+
+    name: str
+    """Stage name: also the script name (`train_scripts/<name>.py`), the model-card tag and the pipeline step."""
+    data_format: str
+    """What the training rows look like: `text`, `classification`, `instruction` or `preference`."""
+    eval_task: str
+    """The `hf-llm eval --task` that measures the stage's artifact."""
+    sequence_classification: bool
+    """Whether the artifact is a sequence classifier (a `score` head) rather than a causal LM."""
+
+
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        Stage("pretrain", "text", "pretrain", False),
+        Stage("classifier", "classification", "classifier", True),
+        Stage("sft", "instruction", "sft", False),
+        Stage("reward", "preference", "reward", True),
+        Stage("ppo", "instruction", "win_rate", False),
+        Stage("dpo", "preference", "win_rate", False),
+    )
+}
+STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
+DATA_FORMATS: tuple[str, ...] = ("text", "classification", "instruction", "preference")

@@ -1,0 +1,148 @@
+"""The run tail every training stage shares, and the rank-0 tokenizer preparation at its start.
+
+After `trainer.train()` every stage script does the same four things: take the final evaluation (reusing the one the
+trainer just ran at the last step, or running one), save model + tokenizer + `recipe.yaml` + `data_fingerprint.json`,
+write hf_llm's model card, and push once. [`final_eval_metrics`] and [`save_and_push`] are those steps, so a stage's
+`main` reads as TRL's `sft.py` does:
+
+```python
+train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
+metrics = {**train_result.metrics, **final_eval_metrics(trainer)}
+save_and_push(trainer, "pretrain", recipe_args=(model_args, data_args, training_args), data_args=data_args,
+              dataset=raw, metrics=metrics, base_model=model_args.model_name_or_path)
+```
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from datasets import Dataset, DatasetDict
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers.utils import logging
+
+from hf_llm.data import DataArguments, save_data_fingerprint
+from hf_llm.hub import create_model_card, push_output_dir
+
+from .arguments import ModelArguments
+from .pretraining import load_or_train_tokenizer, tokenizer_needs_training
+from .recipes import recipe_dict, save_recipe
+
+logger = logging.get_logger(__name__)
+
+
+def prepare_tokenizer(
+    model_args: ModelArguments,
+    training_args: TrainingArguments,
+    train_split: Dataset | None,
+    *,
+    resume_checkpoint: str | None = None,
+) -> PreTrainedTokenizerBase:
+    """
+    The run's tokenizer, trained once per node: the main process trains it (when there is none to load) and saves it
+    in `output_dir`; the other processes wait, then load that copy, so every rank has the same vocabulary.
+
+    Args:
+        model_args ([`ModelArguments`]): Tokenizer and model flags (see [`load_or_train_tokenizer`]).
+        training_args (`TrainingArguments`): For `output_dir` and the process ranks.
+        train_split (`datasets.Dataset`, *optional*): The training split with a `text` column, to train a tokenizer.
+        resume_checkpoint (`str`, *optional*): A checkpoint being resumed: its tokenizer is reused.
+
+    Returns:
+        `PreTrainedTokenizerBase`: The tokenizer.
+    """
+    trains_tokenizer = resume_checkpoint is None and tokenizer_needs_training(model_args)
+    with training_args.main_process_first(desc="preparing the tokenizer"):
+        if trains_tokenizer and training_args.local_process_index != 0:
+            # The node's main process went first, trained the tokenizer and saved it in output_dir.
+            return AutoTokenizer.from_pretrained(training_args.output_dir)
+        tokenizer = load_or_train_tokenizer(model_args, train_split, resume_checkpoint=resume_checkpoint)
+        if trains_tokenizer:
+            tokenizer.save_pretrained(training_args.output_dir)
+    return tokenizer
+
+
+def final_eval_metrics(trainer: Trainer, metric_key_prefix: str = "eval") -> dict[str, float]:
+    """
+    The evaluation at the end of training: the one the trainer logged at the final step when there is one (no second
+    pass over the data), else a fresh `trainer.evaluate()`. Logged and saved as `eval_results.json`.
+
+    Args:
+        trainer (`Trainer`): A trainer after `train()`; with no `eval_dataset` nothing is evaluated.
+        metric_key_prefix (`str`, defaults to `"eval"`): Prefix of the metric names.
+
+    Returns:
+        `dict[str, float]`: The `eval_*` metrics, or `{}` when the trainer has no evaluation data.
+    """
+    if trainer.eval_dataset is None:
+        return {}
+    prefix = f"{metric_key_prefix}_"
+    logged = [entry for entry in trainer.state.log_history if any(key.startswith(prefix) for key in entry)]
+    if logged and logged[-1].get("step") == trainer.state.global_step:
+        metrics = {key: value for key, value in logged[-1].items() if key.startswith(prefix)}
+    else:
+        metrics = trainer.evaluate(metric_key_prefix=metric_key_prefix)
+    trainer.log_metrics(metric_key_prefix, metrics)
+    trainer.save_metrics(metric_key_prefix, metrics)
+    return metrics
+
+
+def save_and_push(
+    trainer: Trainer,
+    stage: str,
+    *,
+    recipe_args: Sequence[Any],
+    data_args: DataArguments,
+    dataset: DatasetDict,
+    metrics: dict[str, Any],
+    base_model: str | None = None,
+    output_dir: str | None = None,
+) -> str:
+    """
+    Save a finished run and push it once: model (or adapter) + tokenizer via `trainer.save_model`, the trainer state,
+    `recipe.yaml`, `data_fingerprint.json` and hf_llm's model card; with `--push_to_hub`, one commit of all of it.
+
+    Trainer's own end-of-training push is skipped (`_internal_call=True`): the single push here carries the card and
+    the recipe next to the weights.
+
+    Args:
+        trainer (`Trainer`): The trainer after `train()` (any TRL trainer works).
+        stage (`str`): The stage name (`hf_llm.stages.STAGE_NAMES`), a model-card tag.
+        recipe_args (`Sequence`): Every parsed argument dataclass of the run, written as `recipe.yaml`.
+        data_args ([`DataArguments`]): The data flags, recorded with the fingerprint.
+        dataset (`DatasetDict`): The splits the run trained and evaluated on (before tokenization).
+        metrics (`dict[str, Any]`): The run's metrics; the card shows the `eval_*` ones and `train_loss`.
+        base_model (`str`, *optional*): The model this run started from (a path or Hub id), named in the card.
+        output_dir (`str`, *optional*): Where to save; defaults to `trainer.args.output_dir`.
+
+    Returns:
+        `str`: The output directory.
+    """
+    args = trainer.args
+    output_dir = output_dir or args.output_dir
+    trainer.save_model(output_dir, _internal_call=True)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        save_recipe(output_dir, *recipe_args)
+        save_data_fingerprint(output_dir, data_args, dataset)
+        create_model_card(
+            output_dir,
+            stage=stage,
+            base_model=base_model,
+            dataset_name=data_args.dataset_name,
+            metrics={key: value for key, value in metrics.items() if key.startswith("eval_") or key == "train_loss"},
+            recipe=recipe_dict(*recipe_args),
+            hub_model_id=args.hub_model_id,
+        )
+        if args.push_to_hub:
+            push_output_dir(
+                output_dir,
+                args.hub_model_id,
+                private=bool(args.hub_private_repo),
+                token=args.hub_token,
+                commit_message=f"End of the {stage} stage",
+            )
+    logger.info(f"Saved the {stage} model to {os.path.abspath(output_dir)}")
+    return output_dir
