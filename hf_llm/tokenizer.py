@@ -16,72 +16,25 @@ from transformers.utils import logging
 
 from .data.errors import DataError
 
+# The Alpaca prompt lives with the rest of the example formatting; re-exported here for the tokenizer's users.
+from .data.formatting import ALPACA_CHAT_TEMPLATE, ALPACA_PREAMBLE, alpaca_messages, format_alpaca_prompt
+
 logger = logging.get_logger(__name__)
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 SPECIAL_TOKENS = (EOS_TOKEN, PAD_TOKEN)
 
-# The book's Alpaca prompt (Raschka, "Build a Large Language Model (From Scratch)", ch. 7).
-ALPACA_PREAMBLE = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
-)
-
-# Renders messages as the Alpaca prompt: a system message replaces the preamble, each user turn becomes an
-# `### Instruction:` section (an Alpaca `input` travels inside the user message under `### Input:`, see
-# `alpaca_messages`), each assistant turn a `### Response:` section ended by eos. `{% generation %}` marks the
-# assistant tokens for `return_assistant_tokens_mask` (TRL's `assistant_only_loss`).
-ALPACA_CHAT_TEMPLATE = (
-    "{%- if messages and messages[0]['role'] == 'system' -%}"
-    "{{ messages[0]['content'] }}"
-    "{%- set loop_messages = messages[1:] -%}"
-    "{%- else -%}"
-    "{{ '" + ALPACA_PREAMBLE + "' }}"
-    "{%- set loop_messages = messages -%}"
-    "{%- endif -%}"
-    "{%- for message in loop_messages -%}"
-    "{%- if message['role'] == 'user' -%}"
-    "{{ '\\n\\n### Instruction:\\n' + message['content'] }}"
-    "{%- elif message['role'] == 'assistant' -%}"
-    "{{ '\\n\\n### Response:\\n' }}"
-    "{%- generation -%}{{ message['content'] + eos_token }}{%- endgeneration -%}"
-    "{%- else -%}"
-    "{{ raise_exception('The Alpaca template supports system, user and assistant roles, not ' + message['role']) }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '\\n\\n### Response:\\n' }}{%- endif -%}"
-)
-
-
-def format_alpaca_prompt(instruction: str, input_text: str = "", response: str | None = None) -> str:
-    """
-    Format one example as the book's Alpaca prompt, exactly as `ALPACA_CHAT_TEMPLATE` renders it.
-
-    Args:
-        instruction (`str`): The task.
-        input_text (`str`, defaults to `""`): Optional context; the `### Input:` section is left out when empty.
-        response (`str`, *optional*): The answer; without it the prompt ends with `### Response:\\n`, ready for
-            generation.
-    """
-    prompt = f"{ALPACA_PREAMBLE}\n\n### Instruction:\n{instruction}"
-    if input_text:
-        prompt += f"\n\n### Input:\n{input_text}"
-    prompt += "\n\n### Response:\n"
-    return prompt if response is None else prompt + response
-
-
-def alpaca_messages(instruction: str, input_text: str = "", output: str | None = None) -> list[dict[str, str]]:
-    """
-    Turn an Alpaca `instruction`/`input`/`output` triple into chat messages for `ALPACA_CHAT_TEMPLATE`.
-
-    `apply_chat_template(alpaca_messages(i, x), add_generation_prompt=True, tokenize=False)` equals
-    `format_alpaca_prompt(i, x)`.
-    """
-    user = instruction + (f"\n\n### Input:\n{input_text}" if input_text else "")
-    messages = [{"role": "user", "content": user}]
-    if output is not None:
-        messages.append({"role": "assistant", "content": output})
-    return messages
+__all__ = [
+    "ALPACA_CHAT_TEMPLATE",
+    "ALPACA_PREAMBLE",
+    "EOS_TOKEN",
+    "PAD_TOKEN",
+    "SPECIAL_TOKENS",
+    "alpaca_messages",
+    "format_alpaca_prompt",
+    "train_tokenizer",
+]
 
 
 def _batches(texts: Iterable[str] | Dataset, text_column: str, batch_size: int) -> Iterator[list[str]]:

@@ -34,6 +34,11 @@ Tokenizing and packing (pretraining)
     tokens for the padding-free path, and `padding_free_collator()`: a `DataCollatorWithFlattening` that packs a
     batch into one row with `position_ids` restarting per document.
 
+Formatting (shared by training and evaluation, `hf_llm.data.formatting`)
+    `ALPACA_CHAT_TEMPLATE`, `format_alpaca_prompt(instruction, input_text="", response=None)`,
+    `alpaca_messages(instruction, input_text="", output=None)`, `instruction_messages(example)`,
+    `instruction_prompt_and_reference(example, tokenizer)`, `preference_texts(example, tokenizer)`.
+
 Validation
     `check_token_ids(dataset, vocab_size, *, column="input_ids")`: raises if an id is >= vocab_size.
     `count_overlong(dataset, max_length, *, column="input_ids") -> int`
@@ -46,6 +51,14 @@ chat template) built with `hf_llm.tokenizer.train_tokenizer`.
 
 from .arguments import COLUMN_FLAGS, TASKS, DataArguments
 from .errors import DataError
+from .formatting import (
+    ALPACA_CHAT_TEMPLATE,
+    alpaca_messages,
+    format_alpaca_prompt,
+    instruction_messages,
+    instruction_prompt_and_reference,
+    preference_texts,
+)
 from .loading import (
     check_utf8,
     dataset_fingerprint,
@@ -59,17 +72,22 @@ from .pydocs import hf_llm_cache_dir, load_pydocs, pydocs_dir, pydocs_fingerprin
 from .validation import apply_overlong_strategy, check_token_ids, count_overlong
 
 __all__ = [
+    "ALPACA_CHAT_TEMPLATE",
     "COLUMN_FLAGS",
     "TASKS",
     "DataArguments",
     "DataError",
+    "alpaca_messages",
     "apply_overlong_strategy",
     "check_token_ids",
     "check_utf8",
     "count_overlong",
     "dataset_fingerprint",
+    "format_alpaca_prompt",
     "group_texts",
     "hf_llm_cache_dir",
+    "instruction_messages",
+    "instruction_prompt_and_reference",
     "load_dataset_from_args",
     "load_pydocs",
     "load_raw_dataset",
@@ -77,6 +95,7 @@ __all__ = [
     "padding_free_collator",
     "pydocs_dir",
     "pydocs_fingerprint",
+    "preference_texts",
     "pydocs_manifest",
     "save_data_fingerprint",
     "split_documents",

@@ -1,0 +1,130 @@
+"""How an example becomes text: the Alpaca prompt, instruction prompts and preference pairs.
+
+Training and evaluation both format examples through these functions, so what a model is evaluated on is what it
+was trained on.
+
+| function | used by |
+|---|---|
+| `ALPACA_CHAT_TEMPLATE`, `alpaca_messages`, `format_alpaca_prompt` | the chat template, SFT, `hf-llm chat` |
+| `instruction_messages`, `instruction_prompt_and_reference` | SFT data, the `sft` evaluation (BLEU, perplexity) |
+| `preference_texts` | the `reward` evaluation (texts scored as TRL's `RewardTrainer` scores them) |
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+# The book's Alpaca prompt (Raschka, "Build a Large Language Model (From Scratch)", ch. 7).
+ALPACA_PREAMBLE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+)
+
+# Renders messages as the Alpaca prompt: a system message replaces the preamble, each user turn becomes an
+# `### Instruction:` section (an Alpaca `input` travels inside the user message under `### Input:`, see
+# `alpaca_messages`), each assistant turn a `### Response:` section ended by eos. `{% generation %}` marks the
+# assistant tokens for `return_assistant_tokens_mask` (TRL's `assistant_only_loss`).
+ALPACA_CHAT_TEMPLATE = (
+    "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{{ messages[0]['content'] }}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}"
+    "{{ '" + ALPACA_PREAMBLE + "' }}"
+    "{%- set loop_messages = messages -%}"
+    "{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if message['role'] == 'user' -%}"
+    "{{ '\\n\\n### Instruction:\\n' + message['content'] }}"
+    "{%- elif message['role'] == 'assistant' -%}"
+    "{{ '\\n\\n### Response:\\n' }}"
+    "{%- generation -%}{{ message['content'] + eos_token }}{%- endgeneration -%}"
+    "{%- else -%}"
+    "{{ raise_exception('The Alpaca template supports system, user and assistant roles, not ' + message['role']) }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '\\n\\n### Response:\\n' }}{%- endif -%}"
+)
+
+
+def format_alpaca_prompt(instruction: str, input_text: str = "", response: str | None = None) -> str:
+    """
+    Format one example as the book's Alpaca prompt, exactly as `ALPACA_CHAT_TEMPLATE` renders it.
+
+    Args:
+        instruction (`str`): The task.
+        input_text (`str`, defaults to `""`): Optional context; the `### Input:` section is left out when empty.
+        response (`str`, *optional*): The answer; without it the prompt ends with `### Response:\\n`, ready for
+            generation.
+    """
+    prompt = f"{ALPACA_PREAMBLE}\n\n### Instruction:\n{instruction}"
+    if input_text:
+        prompt += f"\n\n### Input:\n{input_text}"
+    prompt += "\n\n### Response:\n"
+    return prompt if response is None else prompt + response
+
+
+def alpaca_messages(instruction: str, input_text: str = "", output: str | None = None) -> list[dict[str, str]]:
+    """
+    Turn an Alpaca `instruction`/`input`/`output` triple into chat messages for `ALPACA_CHAT_TEMPLATE`.
+
+    `apply_chat_template(alpaca_messages(i, x), add_generation_prompt=True, tokenize=False)` equals
+    `format_alpaca_prompt(i, x)`.
+    """
+    user = instruction + (f"\n\n### Input:\n{input_text}" if input_text else "")
+    messages = [{"role": "user", "content": user}]
+    if output is not None:
+        messages.append({"role": "assistant", "content": output})
+    return messages
+
+
+def instruction_messages(example: dict) -> tuple[list[dict[str, str]], str]:
+    """
+    The prompt messages and the reference answer of one row of the `instruction` data format.
+
+    Args:
+        example (`dict`): A row with `messages` (the last one the assistant's answer), or Alpaca `instruction`,
+            `input` (optional) and `output`.
+
+    Returns:
+        `tuple[list[dict], str]`: the messages before the answer, and the answer's text.
+    """
+    if example.get("messages"):
+        messages = list(example["messages"])
+        if messages[-1]["role"] != "assistant":
+            raise ValueError(
+                f"instruction example's last message has role {messages[-1]['role']!r}; the last message must be "
+                "the assistant's answer (the completion to train on and the reference to evaluate against)."
+            )
+        return messages[:-1], messages[-1]["content"]
+    return alpaca_messages(example["instruction"], example.get("input") or ""), example["output"]
+
+
+def instruction_prompt_and_reference(example: dict, tokenizer: PreTrainedTokenizerBase) -> tuple[str, str]:
+    """The chat-formatted prompt (ending with the assistant turn's opening) and the reference answer."""
+    if tokenizer.chat_template is None:
+        raise ValueError(
+            "the tokenizer has no chat template, so instruction prompts cannot be formatted; use a tokenizer from "
+            "hf_llm.tokenizer.train_tokenizer (Alpaca template) or pass --tokenizer_name_or_path."
+        )
+    prompt_messages, reference = instruction_messages(example)
+    prompt = tokenizer.apply_chat_template(prompt_messages, tokenize=False, add_generation_prompt=True)
+    return prompt, reference
+
+
+def preference_texts(example: dict, tokenizer: PreTrainedTokenizerBase) -> tuple[str, str]:
+    """`prompt + chosen` and `prompt + rejected` as the reward model saw them in TRL's `RewardTrainer`."""
+    prompt, chosen, rejected = example.get("prompt"), example["chosen"], example["rejected"]
+    if isinstance(chosen, str):
+        # RewardTrainer appends EOS to plain-text completions and prepends the prompt.
+        prefix = prompt or ""
+        return tuple(
+            prefix + text + ("" if text.endswith(tokenizer.eos_token) else tokenizer.eos_token)
+            for text in (chosen, rejected)
+        )
+    prompt_messages = list(prompt or [])
+    return tuple(
+        tokenizer.apply_chat_template(prompt_messages + list(messages), tokenize=False)
+        for messages in (chosen, rejected)
+    )
