@@ -22,6 +22,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers.utils import logging
 
+from .evaluation.report import format_value, library_versions
 from .stages import STAGES
 
 logger = logging.get_logger(__name__)
@@ -62,12 +63,6 @@ def _without_secrets(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_without_secrets(v) for v in value]
     return value
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if 1e-3 <= abs(value) < 1e6 else f"{value:.4g}"
-    return str(value).replace("|", "\\|")
 
 
 def _load_snippet(repo: str, is_adapter: bool, sequence_classification: bool, custom_code: bool) -> str:
@@ -199,10 +194,10 @@ def create_model_card(
             "context length": config.get("max_position_embeddings"),
             "vocabulary": config.get("vocab_size"),
         }
-        rows = [f"| {k} | {_format_value(v)} |" for k, v in details.items() if v is not None]
+        rows = [f"| {k} | {format_value(v)} |" for k, v in details.items() if v is not None]
         sections += ["## Model details", "| | |\n|---|---|\n" + "\n".join(rows)]
     if metrics:
-        rows = [f"| {_format_value(k)} | {_format_value(v)} |" for k, v in metrics.items()]
+        rows = [f"| {format_value(k)} | {format_value(v)} |" for k, v in metrics.items()]
         sections += ["## Results", "| metric | value |\n|---|---|\n" + "\n".join(rows)]
     if recipe:
         recipe_yaml = yaml.safe_dump(_without_secrets(recipe), sort_keys=False, allow_unicode=True).strip()
@@ -211,29 +206,14 @@ def create_model_card(
             "The resolved recipe (YAML defaults + command-line overrides) this model was made with:",
             f"```yaml\n{recipe_yaml}\n```",
         ]
-    sections += ["## Framework versions", _framework_versions()]
+    versions = library_versions(("hf_llm", "transformers", "torch", "huggingface_hub", "peft", "trl"))
+    sections += ["## Framework versions", "\n".join(f"- {name} {v}" for name, v in versions.items() if v)]
 
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
     path = os.path.join(output_dir, MODEL_CARD_NAME)
     card.save(path)
     logger.info(f"Model card written to {path}")
     return path
-
-
-def _framework_versions() -> str:
-    import huggingface_hub
-    import torch
-    import transformers
-
-    from . import __version__
-
-    versions = {
-        "hf_llm": __version__,
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-        "huggingface_hub": huggingface_hub.__version__,
-    }
-    return "\n".join(f"- {name} {version}" for name, version in versions.items())
 
 
 def push_output_dir(

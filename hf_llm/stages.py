@@ -45,3 +45,12 @@ STAGES: dict[str, Stage] = {
 }
 STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
 DATA_FORMATS: tuple[str, ...] = ("text", "classification", "instruction", "preference")
+EVAL_TASKS: tuple[str, ...] = tuple(dict.fromkeys(stage.eval_task for stage in STAGES.values()))
+
+
+def stage_for_eval_task(task: str) -> Stage:
+    """The first stage an evaluation task measures: its data format and whether the model is a classifier."""
+    for stage in STAGES.values():
+        if stage.eval_task == task:
+            return stage
+    raise ValueError(f"unknown evaluation task {task!r}; --task must be one of {list(EVAL_TASKS)}.")

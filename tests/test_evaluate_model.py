@@ -16,8 +16,9 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from hf_llm import GPTForCausalLM, GPTForSequenceClassification
-from hf_llm.evaluation import compute_perplexity, main
-from hf_llm.tokenizer import alpaca_messages
+from hf_llm.data.formatting import alpaca_messages
+from hf_llm.evaluation import EVALUATORS, compute_perplexity, main
+from hf_llm.stages import EVAL_TASKS, stage_for_eval_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -197,7 +198,7 @@ def _check_classification(report, output_dir, expected_predictions):
     assert (output_dir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (output_dir / "metrics.md").read_text()
     assert "## Confusion matrix" in markdown and "| macro_f1 |" in markdown
-    _check_manifest(report["manifest"], "classification")
+    _check_manifest(report["manifest"], "classifier")
 
 
 def test_classification_full_model(workspace, tiny_tokenizer):
@@ -207,7 +208,7 @@ def test_classification_full_model(workspace, tiny_tokenizer):
         "--model_name_or_path",
         workspace["classifier"],
         "--task",
-        "classification",
+        "classifier",
         "--dataset_name",
         workspace["data_classification"],
     )
@@ -224,7 +225,7 @@ def test_classification_lora_adapter(workspace, tiny_tokenizer):
         "--model_name_or_path",
         workspace["lora_classifier"],
         "--task",
-        "classification",
+        "classifier",
         "--dataset_name",
         workspace["data_classification"],
     )
@@ -241,7 +242,7 @@ def test_instruction_bleu_of_greedy_generations(workspace, tiny_tokenizer):
         "--model_name_or_path",
         workspace["causal_lm"],
         "--task",
-        "instruction",
+        "sft",
         "--dataset_name",
         workspace["data_instruction"],
         "--max_new_tokens",
@@ -273,7 +274,7 @@ def test_instruction_bleu_of_greedy_generations(workspace, tiny_tokenizer):
     assert metrics["bleu"] == pytest.approx(expected.score, rel=1e-12)
     assert metrics["reference_perplexity"] > 1.0
     manifest = report["manifest"]
-    _check_manifest(manifest, "instruction")
+    _check_manifest(manifest, "sft")
     assert manifest["decoding"] == {
         "max_new_tokens": 6,
         "do_sample": False,
@@ -306,6 +307,17 @@ def test_reward_pairwise_accuracy(workspace, tiny_tokenizer):
     assert metrics["pairwise_accuracy"] == pytest.approx(np.mean(chosen > rejected), rel=1e-12)
     assert metrics["mean_margin"] == pytest.approx(np.mean(chosen - rejected), rel=1e-4, abs=1e-6)
     _check_manifest(report["manifest"], "reward")
+
+
+def test_every_task_measures_a_stage():
+    # `--task` values are the stages' evaluation tasks; the stage gives the data format and model head.
+    assert set(EVALUATORS) <= set(EVAL_TASKS)
+    assert {task: stage_for_eval_task(task).data_format for task in ("pretrain", "classifier", "sft", "reward")} == {
+        "pretrain": "text",
+        "classifier": "classification",
+        "sft": "instruction",
+        "reward": "preference",
+    }
 
 
 def test_bad_arguments_name_the_flag(workspace, tmp_path):

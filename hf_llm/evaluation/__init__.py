@@ -1,8 +1,15 @@
 """Evaluation: offline `evaluate` metrics found by path, Trainer metric hooks, and the evaluate-a-checkpoint command.
 
+Modules
+    `evaluate_model`: `EvaluationArguments`, `run_evaluation(args, data_args) -> dict`, `main(argv=None)`: the
+    `hf-llm eval` command (also `python eval/evaluate_model.py`), writing `metrics.json` (with a manifest) and
+    `metrics.md`.
+    `tasks`: the evaluators, one per `--task` (`EVALUATORS`, `TASKS`, `TaskResult`).
+    `inference`: batched scoring and greedy generation the evaluators share.
+    `report`: manifest, `library_versions()`, `format_value`, markdown, plots (also used by model cards and the
+    pipeline report).
+
 Public API
-    `EvaluationArguments`, `run_evaluation(args, data_args) -> dict`, `main(argv=None)`: the `hf-llm eval` command
-    (also `python eval/evaluate_model.py`), writing `metrics.json` (with a manifest) and `metrics.md`.
     `metric_path(name, metrics_dir=None)`, `load_metric(name, metrics_dir=None)`: the `evaluate` modules in
     `eval/metrics/<name>/` (`accuracy`, `bleu`, `perplexity`), found relative to the checkout.
     `load_model_for_evaluation(model_name_or_path, task, ...)`: a full model or LoRA adapter plus its tokenizer.
@@ -13,9 +20,10 @@ Public API
 """
 
 from .classification import classification_report
-from .evaluate_model import TASKS, EvaluationArguments, main, run_evaluation
+from .evaluate_model import EvaluationArguments, main, run_evaluation
 from .loading import DEFAULT_METRICS_DIR, is_adapter, load_metric, load_model_for_evaluation, metric_path
 from .perplexity import compute_perplexity, model_max_length, perplexity_from_loss
+from .tasks import EVALUATORS, TASKS, TaskResult
 from .trainer_metrics import (
     compute_causal_lm_metrics,
     compute_classification_metrics,
@@ -25,7 +33,9 @@ from .trainer_metrics import (
 
 __all__ = [
     "DEFAULT_METRICS_DIR",
+    "EVALUATORS",
     "TASKS",
+    "TaskResult",
     "EvaluationArguments",
     "classification_report",
     "compute_causal_lm_metrics",

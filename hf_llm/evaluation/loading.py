@@ -17,14 +17,12 @@ from transformers import (
 from transformers.utils import logging
 from transformers.utils.peft_utils import find_adapter_config_file
 
+from ..stages import stage_for_eval_task
+
 logger = logging.get_logger(__name__)
 
 #: Where `eval/metrics` sits in a checkout: hf_llm/evaluation/loading.py -> parents[2] is the repository root.
 DEFAULT_METRICS_DIR = Path(__file__).resolve().parents[2] / "eval" / "metrics"
-
-#: Which head each evaluation task needs.
-CAUSAL_LM_TASKS = ("pretrain", "instruction")
-SEQUENCE_CLASSIFICATION_TASKS = ("classification", "reward")
 
 
 def metric_path(name: str, metrics_dir: str | os.PathLike | None = None) -> str:
@@ -122,8 +120,8 @@ def load_model_for_evaluation(
 
     Args:
         model_name_or_path (`str`): a local `save_pretrained` directory or a Hub repo id.
-        task (`str`): `"pretrain"` or `"instruction"` load a causal LM; `"classification"` or `"reward"` a
-            sequence-classification model.
+        task (`str`): the evaluation task (`hf_llm.stages`): `"pretrain"`, `"sft"` or `"win_rate"` load a causal LM,
+            `"classifier"` or `"reward"` a sequence-classification model.
         tokenizer_name_or_path (`str`, *optional*): where to load the tokenizer from; defaults to the checkpoint,
             then (for an adapter without tokenizer files) its base model.
         num_labels (`int`, *optional*): number of labels of a sequence-classification adapter's head; a LoRA
@@ -137,14 +135,8 @@ def load_model_for_evaluation(
     """
     import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 
-    if task in CAUSAL_LM_TASKS:
-        auto_class = AutoModelForCausalLM
-    elif task in SEQUENCE_CLASSIFICATION_TASKS:
-        auto_class = AutoModelForSequenceClassification
-    else:
-        raise ValueError(
-            f"unknown --task {task!r}; choose one of {list(CAUSAL_LM_TASKS + SEQUENCE_CLASSIFICATION_TASKS)}."
-        )
+    sequence_classification = stage_for_eval_task(task).sequence_classification
+    auto_class = AutoModelForSequenceClassification if sequence_classification else AutoModelForCausalLM
     if _looks_local(model_name_or_path) and not os.path.exists(os.path.expanduser(model_name_or_path)):
         raise FileNotFoundError(
             f"--model_name_or_path {model_name_or_path!r} does not exist. Pass a directory written by "

@@ -1,0 +1,198 @@
+"""The evaluators: one function per `--task`, each measuring one stage's artifact (`hf_llm.stages`).
+
+| task | model | metrics |
+|---|---|---|
+| `pretrain` | causal LM | perplexity (token-weighted), bits per byte |
+| `classifier` | sequence classifier | accuracy, macro-F1, confusion matrix (+ `confusion_matrix.png`) |
+| `sft` | causal LM | BLEU of greedy generations, perplexity of the references given the prompts |
+| `reward` | reward model (`num_labels=1`) | pairwise accuracy (chosen scored above rejected), mean margin |
+
+Every evaluator has the signature `evaluate_<task>(model, tokenizer, dataset, args) -> TaskResult`: `dataset` is the
+evaluated split in the stage's data format (`STAGES[...].data_format`, canonical columns), `args` the
+`EvaluationArguments`. A new task is a function with that signature (in its own module when it is large) and one
+entry in `EVALUATORS`, keyed by the `eval_task` its stages name in `hf_llm/stages.py`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..data.formatting import instruction_prompt_and_reference, preference_texts
+from .classification import classification_report
+from .inference import decoding_settings, generate_greedy, greedy_decoding, score_sequences
+from .loading import load_metric
+from .perplexity import compute_perplexity, model_max_length
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from .evaluate_model import EvaluationArguments
+
+
+@dataclass
+class TaskResult:
+    """What an evaluator measured."""
+
+    metrics: dict
+    """`metrics.json`'s `metrics`: numbers (and small tables such as a confusion matrix)."""
+    samples: list[dict] | None = None
+    """Per-example outputs (e.g. `prompt`, `reference`, `generation`), written to `generations.jsonl`."""
+    settings: dict = field(default_factory=dict)
+    """Task-specific settings a reader needs to reproduce the numbers (stride, decoding), added to the manifest."""
+
+
+def _max_length(model: PreTrainedModel, args: EvaluationArguments) -> int:
+    return args.max_length or model_max_length(model)
+
+
+def _perplexity_stride(model: PreTrainedModel, args: EvaluationArguments) -> int:
+    return args.perplexity_stride or max(_max_length(model, args) // 2, 1)
+
+
+def evaluate_pretrain(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, args: EvaluationArguments
+) -> TaskResult:
+    """Corpus perplexity and bits per byte of the `text` column (empty texts are skipped and counted)."""
+    texts = list(dataset["text"])
+    kept = [text for text in texts if text.strip()]
+    result = load_metric("perplexity", args.metrics_dir).compute(
+        predictions=kept,
+        model=model,
+        tokenizer=tokenizer,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        stride=args.perplexity_stride,
+    )
+    num_bytes = sum(len(text.encode("utf-8")) for text in kept)
+    metrics = {
+        "perplexity": result["perplexity"],
+        "mean_perplexity": result["mean_perplexity"],
+        # Bits needed per UTF-8 byte of text: comparable across tokenizers, unlike perplexity.
+        "bits_per_byte": result["nll_sum"] / math.log(2) / num_bytes,
+        "nll": result["nll_sum"] / result["num_tokens"],
+        "num_tokens": result["num_tokens"],
+        "num_bytes": num_bytes,
+        "num_examples": len(kept),
+        "num_skipped_empty": len(texts) - len(kept),
+    }
+    return TaskResult(metrics, settings={"perplexity_stride": _perplexity_stride(model, args)})
+
+
+def evaluate_classifier(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, args: EvaluationArguments
+) -> TaskResult:
+    """Accuracy (through the `accuracy` module), macro-F1 and confusion matrix of a classifier."""
+    label_names = list(dataset.features["label"].names)
+    labels = list(dataset["label"])
+    logits, truncated = score_sequences(model, tokenizer, dataset["text"], args.batch_size, _max_length(model, args))
+    if logits.shape[1] != len(label_names):
+        raise ValueError(
+            f"the model has {logits.shape[1]} output labels but the dataset has {len(label_names)} classes "
+            f"({label_names}); evaluate a classifier trained on this dataset."
+        )
+    predictions = logits.argmax(axis=-1)
+    report = classification_report(predictions, labels, num_labels=len(label_names))
+    accuracy = load_metric("accuracy", args.metrics_dir).compute(predictions=predictions.tolist(), references=labels)
+    metrics = {
+        "accuracy": accuracy["accuracy"],
+        "macro_f1": report["macro_f1"],
+        "f1_per_class": dict(zip(label_names, report["f1_per_class"], strict=True)),
+        "confusion_matrix": report["confusion_matrix"],
+        "label_names": label_names,
+        "num_examples": len(labels),
+        "num_truncated": truncated,
+    }
+    return TaskResult(metrics)
+
+
+def evaluate_sft(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, args: EvaluationArguments
+) -> TaskResult:
+    """BLEU of greedy generations against the references, and perplexity of the references given the prompts."""
+    pairs = [instruction_prompt_and_reference(example, tokenizer) for example in dataset]
+    prompts = [prompt for prompt, _ in pairs]
+    references = [reference for _, reference in pairs]
+    max_length = _max_length(model, args)
+    generation_config = greedy_decoding(args.max_new_tokens, tokenizer)
+    generations, truncated = generate_greedy(model, tokenizer, prompts, generation_config, args.batch_size, max_length)
+    bleu = load_metric("bleu", args.metrics_dir).compute(
+        predictions=generations, references=[[reference] for reference in references], tokenize=args.bleu_tokenize
+    )
+    # The prompt is context, not scored; it already opens the sequence, so no extra BOS token.
+    perplexity = compute_perplexity(
+        model,
+        tokenizer,
+        references,
+        contexts=prompts,
+        batch_size=args.batch_size,
+        max_length=max_length,
+        stride=args.perplexity_stride,
+        add_start_token=False,
+    )
+    metrics = {
+        "bleu": bleu["bleu"],
+        "bleu_precisions": bleu["precisions"],
+        "bleu_brevity_penalty": bleu["brevity_penalty"],
+        "bleu_signature": bleu["signature"],
+        "reference_perplexity": perplexity["perplexity"],
+        "num_examples": len(pairs),
+        "num_prompts_truncated": truncated,
+    }
+    samples = [
+        {"prompt": prompt, "reference": reference, "generation": generation}
+        for prompt, reference, generation in zip(prompts, references, generations, strict=True)
+    ]
+    settings = {
+        "perplexity_stride": _perplexity_stride(model, args),
+        "decoding": decoding_settings(generation_config),
+        "bleu_tokenize": args.bleu_tokenize,
+    }
+    return TaskResult(metrics, samples, settings)
+
+
+def evaluate_reward(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, args: EvaluationArguments
+) -> TaskResult:
+    """Pairwise accuracy of a reward model: how often `prompt + chosen` scores above `prompt + rejected`."""
+    if model.config.num_labels != 1:
+        raise ValueError(
+            f"a reward model has one output (num_labels=1); {args.model_name_or_path!r} has "
+            f"{model.config.num_labels}. Evaluate a model trained with train_scripts/reward.py."
+        )
+    pairs = [preference_texts(example, tokenizer) for example in dataset]
+    max_length = _max_length(model, args)
+    chosen, truncated_chosen = score_sequences(model, tokenizer, [c for c, _ in pairs], args.batch_size, max_length)
+    rejected, truncated_rejected = score_sequences(
+        model, tokenizer, [r for _, r in pairs], args.batch_size, max_length
+    )
+    chosen, rejected = chosen[:, 0], rejected[:, 0]
+    margins = chosen - rejected
+    metrics = {
+        "pairwise_accuracy": float((margins > 0).mean()),  # a tie counts as a miss
+        "mean_margin": float(margins.mean()),
+        "mean_chosen_reward": float(chosen.mean()),
+        "mean_rejected_reward": float(rejected.mean()),
+        "num_examples": len(pairs),
+        "num_truncated": truncated_chosen + truncated_rejected,
+    }
+    return TaskResult(metrics)
+
+
+Evaluator = Callable[[PreTrainedModel, PreTrainedTokenizerBase, "Dataset", "EvaluationArguments"], TaskResult]
+
+#: `--task` -> evaluator. Keys are the `eval_task`s of `hf_llm.stages.STAGES`, which also give each task its data
+#: format and model head (`stage_for_eval_task`).
+EVALUATORS: dict[str, Evaluator] = {
+    "pretrain": evaluate_pretrain,
+    "classifier": evaluate_classifier,
+    "sft": evaluate_sft,
+    "reward": evaluate_reward,
+}
+
+#: The `--task` values `hf-llm eval` accepts.
+TASKS: tuple[str, ...] = tuple(EVALUATORS)
