@@ -7,7 +7,12 @@ was trained on.
 |---|---|
 | `ALPACA_CHAT_TEMPLATE`, `alpaca_messages`, `format_alpaca_prompt` | the chat template, SFT, `hf-llm chat` |
 | `instruction_messages`, `instruction_prompt_and_reference` | SFT data, the `sft` evaluation (BLEU, perplexity) |
-| `preference_texts` | the `reward` evaluation (texts scored as TRL's `RewardTrainer` scores them) |
+| `preference_conversation`, `preference_texts` | reward/DPO training data, the `reward` evaluation |
+| `chat_prompt` | PPO prompts, the `win_rate` evaluation |
+
+Preference pairs are rendered with the chat template the policy saw during SFT: a plain-text `prompt` becomes the
+user's turn and each answer the assistant's (`preference_conversation`), so the reward model, DPO and PPO see prompts
+exactly as the SFT model learned them, and the evaluation scores the texts the reward model was trained on.
 """
 
 from __future__ import annotations
@@ -113,8 +118,52 @@ def instruction_prompt_and_reference(example: dict, tokenizer: PreTrainedTokeniz
     return prompt, reference
 
 
+def preference_conversation(example: dict) -> dict:
+    """
+    One row of the `preference` data format with an explicit prompt, as the alignment stages train on it.
+
+    - `prompt`, `chosen` and `rejected` strings: the prompt becomes the user's turn and each answer the assistant's,
+      so the tokenizer's chat template renders them as SFT rendered its instructions (answers end with eos).
+    - Conversations (lists of messages), with or without a `prompt`: the turns `chosen` and `rejected` share become
+      the prompt (TRL's `extract_prompt`).
+    - Strings with no `prompt`: the longest shared prefix becomes the prompt and the texts are used as given; there is
+      no separate user turn to render.
+
+    Returns:
+        `dict`: `prompt`, `chosen` and `rejected`, either all messages or all strings.
+    """
+    from trl.data_utils import maybe_extract_prompt
+
+    prompt, chosen, rejected = example.get("prompt"), example["chosen"], example["rejected"]
+    if isinstance(prompt, str) and isinstance(chosen, str):
+        return {
+            "prompt": [{"role": "user", "content": prompt}],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+        }
+    pair = {"chosen": chosen, "rejected": rejected} if prompt is None else {"prompt": prompt, **example}
+    pair = maybe_extract_prompt(pair)
+    return {"prompt": pair["prompt"], "chosen": pair["chosen"], "rejected": pair["rejected"]}
+
+
+def chat_prompt(example: dict, tokenizer: PreTrainedTokenizerBase) -> str:
+    """
+    The prompt of an `instruction` or `preference` row as the policy sees it: rendered with the chat template and
+    ending with the assistant turn's opening, ready for generation (a string prompt with no template is as given).
+    """
+    if "chosen" not in example:
+        return instruction_prompt_and_reference(example, tokenizer)[0]
+    prompt = preference_conversation(example)["prompt"]
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+
+
 def preference_texts(example: dict, tokenizer: PreTrainedTokenizerBase) -> tuple[str, str]:
-    """`prompt + chosen` and `prompt + rejected` as the reward model saw them in TRL's `RewardTrainer`."""
+    """`prompt + chosen` and `prompt + rejected` as the reward model saw them in TRL's `RewardTrainer`, after
+    [`preference_conversation`] (a plain-text prompt is rendered as the user's turn of the chat template)."""
+    if tokenizer.chat_template is not None:
+        example = preference_conversation(example)
     prompt, chosen, rejected = example.get("prompt"), example["chosen"], example["rejected"]
     if isinstance(chosen, str):
         # RewardTrainer appends EOS to plain-text completions and prepends the prompt.
