@@ -1,0 +1,103 @@
+"""`hf-llm generate` and `hf-llm chat`: continue a prompt, or talk to an instruction-tuned model, streaming tokens.
+
+Both load a full model or a LoRA adapter (directory or Hub repo id) through `hf_llm.evaluation.loading`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def load_for_generation(
+    model_name_or_path: str, trust_remote_code: bool
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM (full model or LoRA adapter) and its tokenizer, in eval mode."""
+    from hf_llm.evaluation import load_model_for_evaluation
+
+    return load_model_for_evaluation(model_name_or_path, task="pretrain", trust_remote_code=trust_remote_code)
+
+
+def generation_kwargs(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase) -> dict:
+    """`generate()` settings from the flags: greedy at `--temperature 0`, nucleus sampling otherwise."""
+    return {
+        "max_new_tokens": args.max_new_tokens,
+        "do_sample": args.temperature > 0,
+        "temperature": args.temperature if args.temperature > 0 else None,
+        "top_p": args.top_p if args.temperature > 0 else None,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """`hf-llm generate`: stream the continuation of `--prompt`."""
+    import torch
+    from transformers import TextStreamer, set_seed
+
+    set_seed(args.seed)
+    model, tokenizer = load_for_generation(args.model_name_or_path, args.trust_remote_code)
+    inputs = tokenizer(args.prompt, return_tensors="pt").to(model.device)
+    streamer = TextStreamer(tokenizer, skip_special_tokens=True)
+    with torch.inference_mode():
+        model.generate(**inputs, streamer=streamer, **generation_kwargs(args, tokenizer))
+    return 0
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    """`hf-llm chat`: read instructions from stdin and stream answers through the tokenizer's chat template."""
+    import torch
+    from transformers import TextStreamer, set_seed
+
+    set_seed(args.seed)
+    model, tokenizer = load_for_generation(args.model_name_or_path, args.trust_remote_code)
+    if tokenizer.chat_template is None:
+        raise UsageError(
+            f"the tokenizer of {args.model_name_or_path} has no chat template; use a tokenizer trained "
+            "by hf_llm (train_scripts/train_tokenizer.py) or `hf-llm generate` for plain text."
+        )
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    print("Type an instruction; an empty line or Ctrl-D quits.")
+    while True:
+        try:
+            instruction = input("\n>>> ").strip()
+        except EOFError:
+            break
+        if not instruction:
+            break
+        input_ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": instruction}], add_generation_prompt=True, return_tensors="pt"
+        )
+        if not isinstance(input_ids, torch.Tensor):
+            input_ids = input_ids["input_ids"]
+        with torch.inference_mode():
+            model.generate(input_ids.to(model.device), streamer=streamer, **generation_kwargs(args, tokenizer))
+    return 0
+
+
+def _add_generation_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--model_name_or_path", required=True, help="directory, Hub repo id or LoRA adapter")
+    command.add_argument("--max_new_tokens", type=int, default=128)
+    command.add_argument("--temperature", type=float, default=0.0, help="0 means greedy decoding")
+    command.add_argument("--top_p", type=float, default=0.95)
+    command.add_argument("--seed", type=int, default=42)
+    command.add_argument("--trust_remote_code", action="store_true")
+
+
+def add_generate_command(commands: argparse._SubParsersAction) -> None:
+    """`hf-llm generate` and its flags."""
+    command = commands.add_parser("generate", help="continue a prompt")
+    _add_generation_flags(command)
+    command.add_argument("--prompt", required=True)
+    command.set_defaults(run=run_generate)
+
+
+def add_chat_command(commands: argparse._SubParsersAction) -> None:
+    """`hf-llm chat` and its flags."""
+    command = commands.add_parser("chat", help="talk to an instruction-tuned model")
+    _add_generation_flags(command)
+    command.set_defaults(run=run_chat)
