@@ -32,6 +32,11 @@ from .recipes import recipe_dict, save_recipe
 
 logger = logging.get_logger(__name__)
 
+# What a checkpoint's `generation_config.json` says about decoding, as Hub models ship it (Llama: do_sample, temperature
+# 0.6, top_p 0.9). Without `do_sample`, `transformers serve` and `pipeline()` decode greedily whatever `temperature` a
+# request sends; a request's `temperature: 0` (or `generate(do_sample=False)`) still decodes greedily.
+SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 0.7, "top_p": 0.9}
+
 
 def prepare_tokenizer(
     model_args: ModelArguments,
@@ -102,7 +107,8 @@ def save_and_push(
 ) -> str:
     """
     Save a finished run and push it once: model (or adapter) + tokenizer via `trainer.save_model`, the trainer state,
-    `recipe.yaml`, `data_fingerprint.json` and hf_llm's model card; with `--push_to_hub`, one commit of all of it.
+    `recipe.yaml`, `data_fingerprint.json` and hf_llm's model card; with `--push_to_hub`, one commit of all of it. A
+    causal LM whose generation config does not sample gets [`SAMPLING_DEFAULTS`] in its `generation_config.json`.
 
     Trainer's own end-of-training push is skipped (`_internal_call=True`): the single push here carries the card and
     the recipe next to the weights.
@@ -122,6 +128,9 @@ def save_and_push(
     """
     args = trainer.args
     output_dir = output_dir or args.output_dir
+    generation_config = getattr(trainer.model, "generation_config", None)  # None for classifiers and reward models
+    if generation_config is not None and not generation_config.do_sample:
+        generation_config.update(**SAMPLING_DEFAULTS)
     trainer.save_model(output_dir, _internal_call=True)
     trainer.save_state()
     if trainer.is_world_process_zero():
