@@ -1,6 +1,13 @@
 """Pieces every training script shares: argument dataclasses, callbacks, atomic checkpoints, recipes, presets."""
 
-from .arguments import ModelArguments, PretrainConfig, bf16_available
+from .arguments import (
+    ModelArguments,
+    PretrainConfig,
+    attn_implementation_errors,
+    bf16_available,
+    build_gpt_config,
+    padded_vocab_size,
+)
 from .callbacks import (
     GPU_PEAK_BF16_FLOPS,
     NonFiniteError,
@@ -21,7 +28,7 @@ from .checkpointing import (
     resolve_resume_checkpoint,
 )
 from .finalize import final_eval_metrics, prepare_tokenizer, save_and_push
-from .presets import MODEL_PRESETS, build_gpt_config, padded_vocab_size
+from .presets import MODEL_PRESETS
 from .recipes import RECIPE_NAME, recipe_dict, save_recipe
 
 __all__ = [
@@ -37,6 +44,7 @@ __all__ = [
     "PretrainConfig",
     "ThroughputCallback",
     "add_callbacks",
+    "attn_implementation_errors",
     "bf16_available",
     "build_gpt_config",
     "find_latest_checkpoint",

@@ -7,15 +7,22 @@ CLI flags override them. Field names match Hugging Face's own flags (`model_name
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from transformers import TrainingArguments
+from transformers import PreTrainedTokenizerBase, TrainingArguments
+from transformers.utils import logging
+
+from hf_llm.errors import UsageError, one_line
+from hf_llm.models.gpt.configuration_gpt import POSITION_EMBEDDING_TYPES, GPTConfig
 
 from .presets import MODEL_PRESETS
 
-ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
-POSITION_EMBEDDING_TYPES = ("learned", "rope")
+logger = logging.get_logger(__name__)
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 PACKING_MODES = ("blocks", "padding_free")
 
@@ -33,6 +40,8 @@ class ModelArguments:
             Hub revision (branch, tag or commit) of `model_name_or_path` / `tokenizer_name_or_path`.
         model_preset (`str`, *optional*):
             Shape of a new model: one of `hf_llm.training.MODEL_PRESETS` (`"tiny"`, `"small"`, `"gpt2-124m"`).
+            Ignored when `model_name_or_path` is set (a recipe's preset does not block continuing from a model);
+            `--model_preset=` or `--model_preset none` clears a recipe's preset.
         hidden_size, num_hidden_layers, num_attention_heads, intermediate_size (`int`, *optional*):
             Override the preset's size (a new model only).
         max_position_embeddings (`int`, *optional*):
@@ -40,11 +49,12 @@ class ModelArguments:
         position_embedding_type (`str`, *optional*):
             `"learned"` or `"rope"` (a new model only).
         embedding_dropout, attention_dropout, residual_dropout (`float`, *optional*):
-            Dropout probabilities (a new model only).
+            Dropout probabilities (of a new model, or overriding a loaded model's).
         tie_word_embeddings (`bool`, *optional*):
             Share the LM head with the token embedding (a new model only).
         attn_implementation (`str`, *optional*):
-            `"eager"`, `"sdpa"`, `"flash_attention_2"`, ...; defaults to transformers' choice (sdpa when available).
+            `"eager"`, `"sdpa"`, `"flash_attention_2"`, `"flex_attention"`, a Hub kernel, ...: any name transformers
+            accepts (it validates the name when the model is built); defaults to transformers' choice (sdpa).
         dtype (`str`, *optional*):
             Dtype to load `model_name_or_path` in (`"auto"`, `"float32"`, `"bfloat16"`, `"float16"`). Leave unset for
             float32 master weights with bf16/fp16 autocast from `--bf16`/`--fp16`, the usual mixed-precision setup.
@@ -62,7 +72,8 @@ class ModelArguments:
     )
     model_revision: str = field(default="main", metadata={"help": "Hub revision of the model and tokenizer."})
     model_preset: str | None = field(
-        default=None, metadata={"help": f"Shape of a new model: one of {sorted(MODEL_PRESETS)}."}
+        default=None,
+        metadata={"help": f"Shape of a new model: one of {sorted(MODEL_PRESETS)} ('none' or '' clears a recipe's)."},
     )
     hidden_size: int | None = field(default=None, metadata={"help": "New model: width of the residual stream."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "New model: number of blocks."})
@@ -70,12 +81,12 @@ class ModelArguments:
     intermediate_size: int | None = field(default=None, metadata={"help": "New model: MLP width."})
     max_position_embeddings: int | None = field(default=None, metadata={"help": "New model: context length."})
     position_embedding_type: str | None = field(default=None, metadata={"help": "New model: 'learned' or 'rope'."})
-    embedding_dropout: float | None = field(default=None, metadata={"help": "New model: embedding dropout."})
-    attention_dropout: float | None = field(default=None, metadata={"help": "New model: attention dropout."})
-    residual_dropout: float | None = field(default=None, metadata={"help": "New model: residual dropout."})
+    embedding_dropout: float | None = field(default=None, metadata={"help": "Embedding dropout."})
+    attention_dropout: float | None = field(default=None, metadata={"help": "Attention dropout."})
+    residual_dropout: float | None = field(default=None, metadata={"help": "Residual dropout."})
     tie_word_embeddings: bool | None = field(default=None, metadata={"help": "New model: tie LM head to embeddings."})
     attn_implementation: str | None = field(
-        default=None, metadata={"help": f"Attention kernel: one of {list(ATTN_IMPLEMENTATIONS)}."}
+        default=None, metadata={"help": "Attention kernel: eager, sdpa, flash_attention_2, flex_attention, ..."}
     )
     dtype: str | None = field(default=None, metadata={"help": f"Load dtype of model_name_or_path: {list(DTYPES)}."})
     tokenizer_name_or_path: str | None = field(
@@ -85,15 +96,19 @@ class ModelArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the Hub."})
 
     def __post_init__(self):
+        if self.model_preset is not None and self.model_preset.strip().lower() in ("", "none"):
+            self.model_preset = None
         if self.model_preset is not None and self.model_preset not in MODEL_PRESETS:
             raise ValueError(
                 f"--model_preset {self.model_preset!r} is unknown; choose one of {sorted(MODEL_PRESETS)}."
             )
-        if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise ValueError(
-                f"--attn_implementation {self.attn_implementation!r} is unknown; choose one of "
-                f"{list(ATTN_IMPLEMENTATIONS)}."
+        if self.model_name_or_path is not None and self.model_preset is not None:
+            # A preset is the shape of a new model; a recipe that sets one can still continue from a checkpoint.
+            logger.info(
+                f"model_preset {self.model_preset!r} is ignored: --model_name_or_path {self.model_name_or_path} "
+                "brings its own shape."
             )
+            self.model_preset = None
         if self.position_embedding_type is not None and self.position_embedding_type not in POSITION_EMBEDDING_TYPES:
             raise ValueError(
                 f"--position_embedding_type {self.position_embedding_type!r} is unknown; choose one of "
@@ -107,7 +122,7 @@ class ModelArguments:
                 "(256 bytes + special tokens); pass at least 300."
             )
         if self.model_name_or_path is not None:
-            shape_flags = [name for name in _NEW_MODEL_FIELDS if getattr(self, name) is not None]
+            shape_flags = [name for name in _SHAPE_FIELDS if getattr(self, name) is not None]
             if shape_flags:
                 raise ValueError(
                     f"--model_name_or_path {self.model_name_or_path} loads an existing model, whose shape cannot "
@@ -115,23 +130,109 @@ class ModelArguments:
                 )
 
     def config_overrides(self) -> dict:
-        """The GPTConfig fields set explicitly on the command line or in the recipe (unset ones are left out)."""
-        return {name: getattr(self, name) for name in _NEW_MODEL_FIELDS[1:] if getattr(self, name) is not None}
+        """The GPTConfig fields set explicitly on the command line or in the recipe (unset ones are left out).
+
+        For a new model they override the preset; for `model_name_or_path` only dropouts can be set (shape flags are
+        refused), and they override the loaded config.
+        """
+        return {name: getattr(self, name) for name in _CONFIG_FIELDS if getattr(self, name) is not None}
 
 
-_NEW_MODEL_FIELDS = (
-    "model_preset",
+# GPTConfig fields that fix a model's shape (a loaded model keeps its own) ...
+_SHAPE_FIELDS = (
     "hidden_size",
     "num_hidden_layers",
     "num_attention_heads",
     "intermediate_size",
     "max_position_embeddings",
     "position_embedding_type",
-    "embedding_dropout",
-    "attention_dropout",
-    "residual_dropout",
     "tie_word_embeddings",
 )
+# ... and all the GPTConfig fields ModelArguments can set.
+_CONFIG_FIELDS = (*_SHAPE_FIELDS, "embedding_dropout", "attention_dropout", "residual_dropout")
+
+
+@contextlib.contextmanager
+def attn_implementation_errors(attn_implementation: str | None) -> Iterator[None]:
+    """
+    Build or load a model with `--attn_implementation`, turning transformers' refusal into a `UsageError`.
+
+    transformers validates the name (and whether its kernel is installed) when the model is built; its message lists
+    what it accepts but not which flag to change.
+
+    Args:
+        attn_implementation (`str`, *optional*): `ModelArguments.attn_implementation`.
+    """
+    try:
+        yield
+    except (ValueError, ImportError) as error:
+        message = one_line(error)
+        about_attention = any(word in message.lower() for word in ("attn_implementation", "attention", "kernels"))
+        if attn_implementation is None or not about_attention:
+            raise
+        raise UsageError(
+            f"--attn_implementation {attn_implementation!r} cannot be used here: {message} Pass another "
+            "--attn_implementation (e.g. sdpa or eager), or leave it unset for transformers' default."
+        ) from error
+
+
+def padded_vocab_size(num_tokens: int, multiple_of: int = 64) -> int:
+    """
+    Round a vocabulary size up to a multiple of `multiple_of` (tensor-core-friendly embedding and LM-head shapes).
+
+    Args:
+        num_tokens (`int`): `len(tokenizer)`.
+        multiple_of (`int`, defaults to 64): Rounding multiple; 1 keeps `num_tokens`.
+
+    Returns:
+        `int`: The padded vocabulary size.
+    """
+    return -(-num_tokens // multiple_of) * multiple_of
+
+
+def build_gpt_config(
+    model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, vocab_multiple_of: int = 64
+) -> GPTConfig:
+    """
+    A `GPTConfig` for a new model: the preset's shape, then the explicit size flags, then the tokenizer's vocabulary
+    and special tokens.
+
+    Args:
+        model_args ([`ModelArguments`]): `model_preset` and the size overrides.
+        tokenizer (`PreTrainedTokenizerBase`): Sets `vocab_size` (`len(tokenizer)` rounded up to
+            `vocab_multiple_of`) and `bos/eos/pad_token_id`.
+        vocab_multiple_of (`int`, defaults to 64): See [`padded_vocab_size`].
+
+    Returns:
+        `GPTConfig`: The configuration of the model to build.
+
+    Raises:
+        `ValueError`: If neither a preset nor the four core sizes are given, or the tokenizer lacks eos/pad tokens.
+    """
+    kwargs: dict[str, Any] = dict(MODEL_PRESETS[model_args.model_preset]) if model_args.model_preset else {}
+    kwargs.update(model_args.config_overrides())
+    missing = [name for name in ("hidden_size", "num_hidden_layers", "num_attention_heads") if name not in kwargs]
+    if missing:
+        raise ValueError(
+            f"a new model needs its shape: pass --model_preset (one of {sorted(MODEL_PRESETS)}) or "
+            f"{', '.join('--' + name for name in missing)}; or pass --model_name_or_path to continue from a model."
+        )
+    if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+        raise ValueError(
+            f"tokenizer {tokenizer.name_or_path!r} needs an eos and a pad token (eos={tokenizer.eos_token!r}, "
+            f"pad={tokenizer.pad_token!r}); use hf_llm.tokenizer.train_tokenizer or add them with "
+            "tokenizer.add_special_tokens."
+        )
+    if tokenizer.pad_token_id == tokenizer.eos_token_id:
+        raise ValueError(
+            f"tokenizer {tokenizer.name_or_path!r} uses the same token for pad and eos ({tokenizer.eos_token!r}); "
+            "sequence classification, reward models and PPO need them distinct: add a '<|pad|>' token."
+        )
+    kwargs["vocab_size"] = padded_vocab_size(len(tokenizer), vocab_multiple_of)
+    kwargs["eos_token_id"] = tokenizer.eos_token_id
+    kwargs["pad_token_id"] = tokenizer.pad_token_id
+    kwargs["bos_token_id"] = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return GPTConfig(**kwargs)
 
 
 def bf16_available() -> bool:

@@ -52,7 +52,7 @@ from hf_llm.errors import UsageError
 from hf_llm.stages import STAGES
 from hf_llm.tokenizer import ALPACA_CHAT_TEMPLATE, PAD_TOKEN
 
-from .presets import padded_vocab_size
+from .arguments import padded_vocab_size
 
 if TYPE_CHECKING:
     from datasets import Dataset

@@ -29,8 +29,8 @@ from hf_llm.data import (
 )
 from hf_llm.tokenizer import PAD_TOKEN, train_tokenizer
 
-from .arguments import ModelArguments
-from .presets import MODEL_PRESETS, build_gpt_config
+from .arguments import ModelArguments, attn_implementation_errors, build_gpt_config
+from .presets import MODEL_PRESETS
 
 logger = logging.get_logger(__name__)
 
@@ -100,17 +100,19 @@ def build_or_load_causal_lm(model_args: ModelArguments, tokenizer: PreTrainedTok
     Raises:
         `ValueError`: If the tokenizer has more tokens than the model's embedding table.
     """
-    if model_args.model_name_or_path is not None:
-        model = AutoModelForCausalLM.from_pretrained(
-            model_args.model_name_or_path,
-            revision=model_args.model_revision,
-            dtype=model_args.dtype,
-            attn_implementation=model_args.attn_implementation,
-            trust_remote_code=model_args.trust_remote_code,
-        )
-    else:
-        config = build_gpt_config(model_args, tokenizer)
-        model = AutoModelForCausalLM.from_config(config, attn_implementation=model_args.attn_implementation)
+    with attn_implementation_errors(model_args.attn_implementation):
+        if model_args.model_name_or_path is not None:
+            model = AutoModelForCausalLM.from_pretrained(
+                model_args.model_name_or_path,
+                revision=model_args.model_revision,
+                dtype=model_args.dtype,
+                attn_implementation=model_args.attn_implementation,
+                trust_remote_code=model_args.trust_remote_code,
+                **model_args.config_overrides(),  # dropouts only: shape flags are refused with a checkpoint
+            )
+        else:
+            config = build_gpt_config(model_args, tokenizer)
+            model = AutoModelForCausalLM.from_config(config, attn_implementation=model_args.attn_implementation)
     vocab_size = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab_size:
         raise ValueError(
