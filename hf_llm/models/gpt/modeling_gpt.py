@@ -394,6 +394,10 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = GPTModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            # The tied head is never saved; naming it here lets Trainer re-tie it on resume instead of warning
+            # "There were missing keys in the checkpoint model loaded: ['lm_head.weight']".
+            self._keys_to_ignore_on_save = ["lm_head.weight"]
         self.post_init()
 
     @can_return_tuple
@@ -438,6 +442,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None:
+            self._check_labels(labels)
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
         return CausalLMOutputWithPast(
@@ -447,6 +452,23 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    def _check_labels(self, labels: torch.LongTensor) -> None:
+        """Turn a label outside the vocabulary into a clear error (as `GPTModel` does for input ids) instead of an
+        `IndexError` or device-side assert inside the cross-entropy. Skipped when `GPTModel` skips its input check."""
+        if torch.compiler.is_compiling() or (self.training and labels.device.type != "cpu"):
+            return
+        valid = labels[labels != -100]
+        if valid.numel() == 0:
+            return
+        smallest, largest = int(valid.min()), int(valid.max())
+        if smallest < 0 or largest >= self.config.vocab_size:
+            bad = largest if largest >= self.config.vocab_size else smallest
+            raise ValueError(
+                f"labels contain token id {bad}, outside the vocabulary of vocab_size={self.config.vocab_size} (-100 "
+                "marks ignored positions). The labels were made with another tokenizer than the model's: use the "
+                "tokenizer the model was trained with, or resize with model.resize_token_embeddings(len(tokenizer))."
+            )
 
     @classmethod
     def from_gpt2(cls, model_or_path: GPT2LMHeadModel | str, **from_pretrained_kwargs) -> "GPTForCausalLM":
