@@ -38,9 +38,10 @@ from hf_llm.training import (
     PretrainConfig,
     ThroughputCallback,
     add_callbacks,
+    check_checkpoint_matches_model,
+    check_output_dir,
     final_eval_metrics,
     prepare_tokenizer,
-    resolve_resume_checkpoint,
     save_and_push,
 )
 from hf_llm.training.pretraining import build_or_load_causal_lm, pack_for_pretraining
@@ -55,7 +56,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
     set_seed(training_args.seed)
     # hf_llm's own loggers follow --log_level / --log_level_replica like transformers' (info on the main process only).
     std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
-    resume_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    # Refuses an --output_dir holding another run or other files, before any work; None: a fresh start.
+    resume_checkpoint = check_output_dir(training_args)
 
     ###################
     # Dataset
@@ -68,6 +70,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
     ###################
     tokenizer = prepare_tokenizer(model_args, training_args, raw["train"], resume_checkpoint=resume_checkpoint)
     model = build_or_load_causal_lm(model_args, tokenizer)
+    check_checkpoint_matches_model(resume_checkpoint, model)
     max_length = model.config.max_position_embeddings
     logger.info(
         f"Model: {model.num_parameters():,} parameters ({model.num_parameters(exclude_embeddings=True):,} "

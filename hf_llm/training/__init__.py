@@ -22,12 +22,15 @@ from .callbacks import (
 from .checkpointing import (
     AtomicCheckpointMixin,
     AtomicCheckpointTrainer,
+    RunAlreadyFinished,
+    check_checkpoint_matches_model,
     find_latest_checkpoint,
     is_complete_checkpoint,
     list_checkpoints,
     resolve_resume_checkpoint,
 )
 from .finalize import final_eval_metrics, prepare_tokenizer, save_and_push
+from .output_dir import OutputDirArguments, check_output_dir
 from .presets import MODEL_PRESETS
 from .recipes import RECIPE_NAME, recipe_dict, save_recipe
 
@@ -40,12 +43,16 @@ __all__ = [
     "ModelArguments",
     "NonFiniteError",
     "NonFiniteGuardCallback",
+    "OutputDirArguments",
     "PerplexityCallback",
     "PretrainConfig",
+    "RunAlreadyFinished",
     "ThroughputCallback",
     "add_callbacks",
     "attn_implementation_errors",
     "bf16_available",
+    "check_checkpoint_matches_model",
+    "check_output_dir",
     "build_gpt_config",
     "find_latest_checkpoint",
     "final_eval_metrics",

@@ -19,6 +19,7 @@ from transformers.utils import logging
 from hf_llm.errors import UsageError, one_line
 from hf_llm.models.gpt.configuration_gpt import POSITION_EMBEDDING_TYPES, GPTConfig
 
+from .output_dir import OutputDirArguments
 from .presets import MODEL_PRESETS
 
 logger = logging.get_logger(__name__)
@@ -241,7 +242,7 @@ def bf16_available() -> bool:
 
 
 @dataclass
-class PretrainConfig(TrainingArguments):
+class PretrainConfig(OutputDirArguments, TrainingArguments):
     """
     `transformers.TrainingArguments` with pretraining defaults. Every TrainingArguments flag works unchanged.
 
@@ -251,6 +252,8 @@ class PretrainConfig(TrainingArguments):
     (`ddp_find_unused_parameters=False`: every GPT parameter gets a gradient) and `bf16` chosen from the hardware.
 
     Args:
+        overwrite_output_dir (`bool`, defaults to `False`):
+            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
         bf16 (`bool`, *optional*):
             Train in bf16 mixed precision. Defaults to `True` on a GPU that supports it, `False` elsewhere (CPU bf16
             autocast is slow on most CPUs).

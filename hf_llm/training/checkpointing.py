@@ -9,12 +9,13 @@ uploads (Trainer ignores `_*`) and out of Trainer's `checkpoint-*` rotation.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from typing import Any
 
-from transformers import Trainer
+from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 
@@ -83,9 +84,64 @@ def find_latest_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def resolve_resume_checkpoint(resume_from_checkpoint: str | None, output_dir: str | os.PathLike) -> str | None:
+class RunAlreadyFinished(SystemExit):
+    """
+    Raised by [`resolve_resume_checkpoint`] when `--resume_from_checkpoint latest` finds the run already finished.
+
+    A `SystemExit` with status 0: re-running a preemptible job's command after it finished does nothing and succeeds
+    (the reason is logged as a warning first), so a scheduler that retries the command never trains past
+    `max_steps` or replaces the final model.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(0)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def read_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The `trainer_state.json` of a checkpoint or a finished run's directory; `{}` when missing or unreadable."""
+    try:
+        with open(os.path.join(path, TRAINER_STATE_NAME), encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _run_length(training_args: TrainingArguments) -> tuple[str, Any]:
+    # The flag that fixes the length of a run (and so its learning-rate schedule), and its value.
+    if training_args.max_steps > 0:
+        return "max_steps", training_args.max_steps
+    return "num_train_epochs", training_args.num_train_epochs
+
+
+def _check_same_run(checkpoint: str, state: dict[str, Any], training_args: TrainingArguments) -> None:
+    # A checkpoint saved with another run length resumes with the wrong schedule (e.g. "step 13 of 8"): refuse it.
+    flag, wanted = _run_length(training_args)
+    saved = state.get(flag)
+    if saved is not None and (float(saved) != float(wanted)):
+        raise ValueError(
+            f"--resume_from_checkpoint: {checkpoint} was saved by a run with --{flag} {saved}, this command has "
+            f"--{flag} {wanted}; the learning-rate schedule and data order depend on it. Resume with --{flag} "
+            f"{saved}, or start a new run from its weights: --model_name_or_path {checkpoint} --output_dir <new dir>."
+        )
+
+
+def resolve_resume_checkpoint(
+    resume_from_checkpoint: str | None,
+    output_dir: str | os.PathLike,
+    *,
+    training_args: TrainingArguments | None = None,
+) -> str | None:
     """
     Turn the `--resume_from_checkpoint` flag into a checkpoint path for `Trainer.train`.
+
+    Given `training_args`, the checkpoint must belong to this run (same `--max_steps`, or `--num_train_epochs` when no
+    `max_steps` is set), a finished run is not trained again, and the checkpoint and step resumed from are logged as
+    a warning, so they show at the default log level.
 
     Args:
         resume_from_checkpoint (`str`, *optional*):
@@ -93,34 +149,121 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | None, output_dir: st
             start, logged, when there is none, so the same command both starts and resumes a preemptible job); or the
             path of a checkpoint directory.
         output_dir (`str` or `os.PathLike`): The run's output directory (searched for `"latest"`).
+        training_args (`TrainingArguments`, *optional*): The run's arguments, for the checks above.
 
     Returns:
         `str | None`: The checkpoint directory to resume from, or `None` to start from scratch.
 
     Raises:
         `FileNotFoundError`: If an explicit path does not exist or is not a complete checkpoint.
+        `ValueError`: If the checkpoint (or the finished run in `output_dir`) was saved with another run length, or
+            the checkpoint is already the last step of a run whose final save is missing.
+        [`RunAlreadyFinished`]: With `"latest"`, when `output_dir` holds this run finished (exit status 0).
     """
     if not resume_from_checkpoint:
         return None
     if resume_from_checkpoint == "latest":
-        latest = find_latest_checkpoint(output_dir)
-        if latest is None:
+        if training_args is not None:
+            _check_not_finished(output_dir, training_args)
+        checkpoint = find_latest_checkpoint(output_dir)
+        if checkpoint is None:
             logger.warning(f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir}; starting fresh.")
-        else:
-            logger.info(f"Resuming from the latest complete checkpoint: {latest}")
-        return latest
-    if not os.path.isdir(resume_from_checkpoint):
+            return None
+    elif not os.path.isdir(resume_from_checkpoint):
         raise FileNotFoundError(
             f"--resume_from_checkpoint {resume_from_checkpoint}: no such directory. Pass a checkpoint-N directory "
             f"or 'latest' to pick the newest complete checkpoint in --output_dir."
         )
-    if not is_complete_checkpoint(resume_from_checkpoint):
+    elif not is_complete_checkpoint(resume_from_checkpoint):
         raise FileNotFoundError(
             f"--resume_from_checkpoint {resume_from_checkpoint} is not a complete checkpoint (no "
             f"{TRAINER_STATE_NAME}); it was probably interrupted while saving. Pass 'latest' to pick the newest "
             "complete one."
         )
-    return str(resume_from_checkpoint)
+    else:
+        checkpoint = str(resume_from_checkpoint)
+    if training_args is None:
+        logger.info(f"Resuming from checkpoint {checkpoint}")
+        return checkpoint
+    state = read_trainer_state(checkpoint)
+    _check_same_run(checkpoint, state, training_args)
+    step, max_steps = state.get("global_step", 0), state.get("max_steps", 0)
+    if max_steps and step >= max_steps:
+        # Trainer would run one more step past max_steps from here (transformers 5.23): refuse instead.
+        raise ValueError(
+            f"--resume_from_checkpoint: {checkpoint} is already the last step ({step} of max_steps {max_steps}), but "
+            f"the run's final save in {output_dir} did not finish; nothing is left to train. Its weights are the "
+            f"trained model: load {checkpoint} with from_pretrained, or continue from them in a new run with "
+            f"--model_name_or_path {checkpoint} --output_dir <new dir>."
+        )
+    logger.warning(f"Resuming from {checkpoint} at step {step} of {max_steps or '?'}.")
+    return checkpoint
+
+
+def _check_not_finished(output_dir: str | os.PathLike, training_args: TrainingArguments) -> None:
+    # `save_and_push` writes trainer_state.json next to the final model: its presence marks a finished run.
+    state = read_trainer_state(output_dir)
+    step, max_steps = state.get("global_step"), state.get("max_steps")
+    if step is None or not max_steps or step < max_steps:
+        return
+    _check_same_run(str(output_dir), state, training_args)
+    message = (
+        f"{output_dir} already holds this run, finished at step {step} of {max_steps}: nothing to do. To train it "
+        "again pass --overwrite_output_dir (deletes it), or another --output_dir."
+    )
+    logger.warning(message)
+    raise RunAlreadyFinished(message)
+
+
+def check_checkpoint_matches_model(checkpoint: str | None, model: PreTrainedModel) -> None:
+    """
+    Refuse to resume `model` from a checkpoint of another shape, naming the difference (instead of pages of
+    size-mismatch errors from `load_state_dict` deep inside `Trainer.train`).
+
+    Compares the checkpoint's `config.json` with `model.config` on the fields that fix parameter shapes. A checkpoint
+    without `config.json` (a PEFT adapter) is not checked.
+
+    Args:
+        checkpoint (`str`, *optional*): The checkpoint to resume from ([`resolve_resume_checkpoint`]); `None` does
+            nothing.
+        model (`PreTrainedModel`): The model the run built, before `Trainer.train`.
+
+    Raises:
+        `ValueError`: If a shape field differs.
+    """
+    if checkpoint is None:
+        return
+    try:
+        with open(os.path.join(checkpoint, "config.json"), encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return
+    config = model.config.to_dict()
+    differences = [
+        f"{key} {saved[key]} there, {config[key]} here"
+        for key in _SHAPE_FIELDS
+        if key in saved and key in config and saved[key] != config[key]
+    ]
+    if differences:
+        raise ValueError(
+            f"--resume_from_checkpoint: {checkpoint} holds a model of another shape ({'; '.join(differences)}); "
+            "resume with the flags of the run that saved it (its recipe.yaml), or start fresh in another --output_dir."
+        )
+
+
+# Config fields that fix the shapes of the parameters a checkpoint holds.
+_SHAPE_FIELDS = (
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "position_embedding_type",
+    "tie_word_embeddings",
+)
 
 
 class AtomicCheckpointMixin:
