@@ -239,6 +239,9 @@ def test_perplexity_loads_a_path_once(causal_lm, tiny_tokenizer, tmp_path, monke
     by_object = compute_perplexity(causal_lm, tiny_tokenizer, TEXTS)
     assert by_path["perplexity"] == pytest.approx(by_object["perplexity"], rel=1e-5)  # saved in float32
     assert again["perplexities"] == pytest.approx(by_path["perplexities"][:2], rel=1e-5)  # float32, other padding
+    # `model_id=`, the name Hugging Face's perplexity metric uses, means the same (and reuses the loaded model).
+    by_model_id = perplexity.compute(predictions=TEXTS, model_id=str(tmp_path / "model"))
+    assert by_model_id["perplexity"] == by_path["perplexity"] and len(calls) == 1
 
 
 def test_perplexity_bad_input(causal_lm, tiny_tokenizer, tmp_path):
@@ -247,6 +250,8 @@ def test_perplexity_bad_input(causal_lm, tiny_tokenizer, tmp_path):
         perplexity.compute(predictions=TEXTS, model=str(tmp_path / "no_such_model"))
     with pytest.raises(ValueError, match="needs a model"):
         perplexity.compute(predictions=TEXTS)
+    with pytest.raises(ValueError, match="both `model` and `model_id`"):
+        perplexity.compute(predictions=TEXTS, model=causal_lm, model_id=str(tmp_path), tokenizer=tiny_tokenizer)
     with pytest.raises(ValueError, match="no texts"):
         compute_perplexity(causal_lm, tiny_tokenizer, [])
     with pytest.raises(ValueError, match="no token to score"):

@@ -126,6 +126,7 @@ def test_cli_on_pydocs_and_one_clear_error(tmp_path):
         text=True,
         timeout=300,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # argparse's exit code for a user's mistake (hf_llm.errors.exit_on_user_error)
     assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("train_tokenizer.py: error: ")
     assert "bad.txt is not valid UTF-8: byte 0xff at byte offset 5" in result.stderr

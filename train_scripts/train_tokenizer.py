@@ -15,6 +15,7 @@ from datasets import DatasetDict
 from trl import TrlParser
 
 from hf_llm.data import DataArguments, load_dataset_from_args, save_data_fingerprint
+from hf_llm.errors import exit_on_user_error
 from hf_llm.hub import push_output_dir
 from hf_llm.tokenizer import train_tokenizer
 from hf_llm.training import save_recipe
@@ -86,8 +87,5 @@ def main(data_args: DataArguments, tokenizer_args: TokenizerArguments) -> None:
 
 if __name__ == "__main__":
     parser = TrlParser((DataArguments, TokenizerArguments))
-    try:
-        data_args, tokenizer_args = parser.parse_args_and_config()
-        main(data_args, tokenizer_args)
-    except ValueError as e:  # bad data or flags (DataError included): the message says what to fix
-        raise SystemExit(f"train_tokenizer.py: error: {e}") from None
+    with exit_on_user_error("train_tokenizer.py"):
+        main(*parser.parse_args_and_config())

@@ -30,6 +30,8 @@ Args:
     predictions (`list[str]`): the texts to score.
     model (`str` or `PreTrainedModel`): a causal LM object, or a local `save_pretrained` directory or Hub repo id
         (a LoRA adapter directory works too); a path or id is loaded once and cached on this module.
+    model_id (`str` or `PreTrainedModel`, *optional*): the same as `model`, under the name Hugging Face's own
+        perplexity metric uses, so code written for it runs unchanged; pass one of the two.
     tokenizer (`PreTrainedTokenizerBase`, *optional*): needed when `model` is an object whose `name_or_path` has no
         tokenizer; loaded with the model otherwise.
     contexts (`list[str]`, *optional*): one conditioning text per prediction, put before it but not scored.
@@ -102,6 +104,7 @@ class Perplexity(evaluate.Metric):
         self,
         predictions,
         model=None,
+        model_id=None,
         tokenizer=None,
         contexts=None,
         batch_size=8,
@@ -110,9 +113,13 @@ class Perplexity(evaluate.Metric):
         add_start_token=None,
         device=None,
     ) -> dict:
+        if model is not None and model_id is not None:
+            raise ValueError("perplexity got both `model` and `model_id`; pass one of them (they mean the same).")
+        model = model if model is not None else model_id
         if model is None:
             raise ValueError(
-                "perplexity needs a model: compute(predictions=..., model=<PreTrainedModel, path or Hub id>)."
+                "perplexity needs a model: compute(predictions=..., model=<PreTrainedModel, path or Hub id>) "
+                "(or model_id=..., as in Hugging Face's perplexity metric)."
             )
         model, tokenizer = self._load_model(model, tokenizer, device)
         return hf_llm.evaluation.compute_perplexity(
