@@ -4,6 +4,7 @@ hf-llm pipeline --output_dir outputs/pipeline        # every stage on the bundle
 hf-llm generate --model_name_or_path outputs/pipeline/pretrain --prompt "The json module"
 hf-llm chat --model_name_or_path outputs/pipeline/sft
 hf-llm eval --model_name_or_path outputs/pipeline/pretrain --task pretrain --dataset_name pydocs --output_dir DIR
+hf-llm serve outputs/pipeline/sft --host 127.0.0.1 --port 8000   # OpenAI-compatible server (transformers serve)
 
 A command lives in a library module as `add_<name>_command(commands)`: it adds its subparser and sets
 `run=<function(args) -> int>` with `set_defaults`; a command that parses its own flags (as `eval` does, with TRL's
@@ -20,8 +21,9 @@ from .errors import exit_on_user_error
 from .evaluation.evaluate_model import add_eval_command
 from .generation import add_chat_command, add_generate_command
 from .pipeline import add_pipeline_command
+from .serving import add_serve_command
 
-COMMANDS = (add_pipeline_command, add_generate_command, add_chat_command, add_eval_command)
+COMMANDS = (add_pipeline_command, add_generate_command, add_chat_command, add_eval_command, add_serve_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
