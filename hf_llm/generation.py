@@ -23,10 +23,15 @@ def load_for_generation(
     return load_model_for_evaluation(model_name_or_path, task="pretrain", trust_remote_code=trust_remote_code)
 
 
-def generation_kwargs(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase) -> dict:
-    """`generate()` settings from the flags: greedy at `--temperature 0`, nucleus sampling otherwise."""
+def generation_kwargs(
+    args: argparse.Namespace, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_length: int
+) -> dict:
+    """`generate()` settings from the flags: greedy at `--temperature 0`, nucleus sampling otherwise;
+    `--max_new_tokens` clamped to the room the prompt leaves in the context (`ValueError` if it leaves none)."""
+    from .serving import fit_to_context
+
     return {
-        "max_new_tokens": args.max_new_tokens,
+        "max_new_tokens": fit_to_context(model, prompt_length, args.max_new_tokens),
         "do_sample": args.temperature > 0,
         "temperature": args.temperature if args.temperature > 0 else None,
         "top_p": args.top_p if args.temperature > 0 else None,
@@ -44,7 +49,9 @@ def run_generate(args: argparse.Namespace) -> int:
     inputs = tokenizer(args.prompt, return_tensors="pt").to(model.device)
     streamer = TextStreamer(tokenizer, skip_special_tokens=True)
     with torch.inference_mode():
-        model.generate(**inputs, streamer=streamer, **generation_kwargs(args, tokenizer))
+        model.generate(
+            **inputs, streamer=streamer, **generation_kwargs(args, model, tokenizer, inputs.input_ids.shape[-1])
+        )
     return 0
 
 
@@ -74,8 +81,13 @@ def run_chat(args: argparse.Namespace) -> int:
         )
         if not isinstance(input_ids, torch.Tensor):
             input_ids = input_ids["input_ids"]
+        try:
+            settings = generation_kwargs(args, model, tokenizer, input_ids.shape[-1])
+        except ValueError as error:  # this instruction is too long; the next one may fit
+            print(f"(not answered: {error})")
+            continue
         with torch.inference_mode():
-            model.generate(input_ids.to(model.device), streamer=streamer, **generation_kwargs(args, tokenizer))
+            model.generate(input_ids.to(model.device), streamer=streamer, **settings)
     return 0
 
 

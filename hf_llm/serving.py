@@ -92,7 +92,7 @@ def fit_to_context(model: PreTrainedModel, prompt_length: int, max_new_tokens: i
     room = context - prompt_length
     if room < 1:
         raise ValueError(
-            f"the prompt is {prompt_length} tokens (chat template included) and the model's context is {context} "
+            f"the prompt is {prompt_length} tokens and the model's context is {context} "
             f"positions, which leaves no room for an answer; shorten the messages to fewer than {context} tokens."
         )
     return room if max_new_tokens is None else min(max_new_tokens, room)

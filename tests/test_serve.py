@@ -5,6 +5,7 @@ a 128-position context; the Alpaca chat template alone takes 89 of them, which m
 """
 
 import contextlib
+import io
 import json
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoTokenizer, GenerationConfig, Trainer, TrainingArguments
 
 from hf_llm import GPTForCausalLM
+from hf_llm.cli import main
 from hf_llm.data import DataArguments
 from hf_llm.errors import UsageError
 from hf_llm.serving import CPU_CB_NUM_BLOCKS, fit_to_context, serve_arguments
@@ -204,3 +206,26 @@ def test_serve_with_continuous_batching_survives_over_long_requests(checkpoint, 
         # Unclamped, either request would run a forward past position 128 and kill the batching worker (503 after).
         assert_request_without_max_tokens_stops_at_the_context(client, model)
         assert_over_long_request_is_refused_and_server_lives_on(client, url, model, expected)
+
+
+def test_generate_and_chat_stop_at_the_context(tmp_path, tiny_tokenizer, capsys, monkeypatch):
+    """`hf-llm generate`/`chat` clamp `--max_new_tokens` to the context; chat skips an instruction that cannot fit."""
+    torch.manual_seed(0)
+    model = GPTForCausalLM(tiny_gpt_config(tiny_tokenizer, max_position_embeddings=CONTEXT))
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    prompt_length = len(tiny_tokenizer("def f").input_ids)
+    expected_ids = model.generate(
+        tiny_tokenizer("def f", return_tensors="pt").input_ids, max_new_tokens=CONTEXT - prompt_length, do_sample=False
+    )
+    expected = tiny_tokenizer.decode(expected_ids[0], skip_special_tokens=True)
+
+    argv = ["generate", "--model_name_or_path", str(tmp_path), "--prompt", "def f", "--max_new_tokens", "1000"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == expected.strip()
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(TOO_LONG[0]["content"] + "\n" + QUESTION[0]["content"] + "\n"))
+    assert main(["chat", "--model_name_or_path", str(tmp_path), "--max_new_tokens", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "not answered: the prompt is" in out and f"context is {CONTEXT} positions" in out
+    assert out.count(">>> ") == 3  # the over-long instruction, the answered one, the end of input
