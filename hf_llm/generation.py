@@ -56,7 +56,12 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    """`hf-llm chat`: read instructions from stdin and stream answers through the tokenizer's chat template."""
+    """`hf-llm chat`: read instructions from stdin and stream answers through the tokenizer's chat template (with
+    `--web`, a chat page instead: `hf_llm.feedback`)."""
+    if args.web:
+        from .feedback.commands import run_chat_web
+
+        return run_chat_web(args)
     import torch
     from transformers import TextStreamer, set_seed
 
@@ -110,6 +115,9 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
 
 def add_chat_command(commands: argparse._SubParsersAction) -> None:
     """`hf-llm chat` and its flags."""
-    command = commands.add_parser("chat", help="talk to an instruction-tuned model")
+    from .feedback.commands import add_chat_web_arguments
+
+    command = commands.add_parser("chat", help="talk to an instruction-tuned model (--web: in a browser page)")
     _add_generation_flags(command)
+    add_chat_web_arguments(command)
     command.set_defaults(run=run_chat)

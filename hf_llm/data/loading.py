@@ -472,6 +472,14 @@ def load_dataset_from_args(data_args: DataArguments, task: str, *, seed: int = 4
         ds = load_pydocs(task).remove_columns("source")
         return _limit(ds, data_args)
     source = data_args.dataset_name
+    if task == "preference":
+        from ..feedback.rankings import is_rankings_file  # imported here: hf_llm.feedback imports hf_llm.data
+
+        if is_rankings_file(source):
+            # `hf-llm rank` output: each ranking expanded to its preference pairs, split by prompt.
+            from ..feedback.export import rankings_dataset
+
+            return _limit(rankings_dataset(source, data_args.validation_split_percentage / 100, seed), data_args)
     raw = load_raw_dataset(data_args)
     ds = _pick_splits(raw, data_args, seed, source)
     ds = _normalize(ds, task, data_args, source)
