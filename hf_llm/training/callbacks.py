@@ -2,8 +2,15 @@
 
 - [`NonFiniteGuardCallback`]: stops a run whose loss or weights became NaN/Inf, before a non-finite checkpoint is
   written.
-- [`ThroughputCallback`]: logs tokens/s and, on GPUs with a known bf16 peak, model FLOPs utilization (MFU).
+- [`ThroughputCallback`]: logs tokens/s and, on GPUs with a known bf16 peak, model FLOPs utilization (MFU); under
+  an online trainer (TRL's `PPOTrainer`), episodes/s.
 - [`PerplexityCallback`]: logs `eval_perplexity = exp(eval_loss)` next to every `eval_loss`.
+
+They work under `Trainer` and every TRL trainer hf_llm uses (`SFTTrainer`, `RewardTrainer`, `DPOTrainer` and
+`trl.experimental.ppo.PPOTrainer`). PPO is the odd one: it runs its own loop, logs `loss/policy_avg`,
+`loss/value_avg` and `objective/*` instead of `loss`, counts episodes instead of input tokens, never calls
+`on_step_begin`, and logs before `on_step_end` (Trainer logs after it). The guard watches PPO's keys too, and the
+throughput clock closes its save pause at `on_save`, which both loops call.
 
 Callbacks that add values to the logs must run before the reporting integrations (TensorBoard, W&B, the console):
 add them with [`add_callbacks`], not `Trainer(callbacks=...)`, which appends them after the reporters.
@@ -63,6 +70,16 @@ class NonFiniteError(RuntimeError):
     """Raised by [`NonFiniteGuardCallback`] when training produced a NaN or Inf loss or weight."""
 
 
+# Logged values that must stay finite: Trainer's loss and gradient norm, and PPO's losses and objectives.
+WATCHED_LOG_KEYS = ("loss", "eval_loss", "grad_norm")
+WATCHED_LOG_PREFIXES = ("loss/", "objective/")
+
+
+def _is_training_log(logs: dict) -> bool:
+    """Whether a log is a training step's (Trainer's `loss`, PPO's `loss/policy_avg`), not an evaluation's."""
+    return "loss" in logs or any(key.startswith("loss/") for key in logs)
+
+
 def _first_non_finite_parameter(model: torch.nn.Module) -> str | None:
     params = [(name, p) for name, p in model.named_parameters() if p.is_floating_point()]
     if not params:
@@ -79,8 +96,9 @@ class NonFiniteGuardCallback(TrainerCallback):
     Stops training with a clear error as soon as the loss or the weights stop being finite.
 
     Checks every logged `loss`, `eval_loss` and `grad_norm` (the gradient norm is skipped under fp16, where loss
-    scaling produces and skips Inf gradients by design), and the model's parameters at every log, before every
-    checkpoint save and at the end of training. On a non-finite value it raises [`NonFiniteError`], so the run ends
+    scaling produces and skips Inf gradients by design) and PPO's `loss/*` and `objective/*`, and the model's
+    parameters (under PPO, the policy's and the value model's) at every log, before every checkpoint save and at the
+    end of training. On a non-finite value it raises [`NonFiniteError`], so the run ends
     before `Trainer` or the script can write a NaN model.
 
     Trainer's `logging_nan_inf_filter` hides non-finite losses from the logs; the weights check catches those runs
@@ -115,9 +133,10 @@ class NonFiniteGuardCallback(TrainerCallback):
             self._raise(f"parameter '{name}' is NaN/Inf", state)
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
-        keys = ["loss", "eval_loss"] + ([] if args.fp16 else ["grad_norm"])
-        for key in keys:
-            value = (logs or {}).get(key)
+        for key, value in (logs or {}).items():
+            watched = key in WATCHED_LOG_KEYS or key.startswith(WATCHED_LOG_PREFIXES)
+            if not watched or (key == "grad_norm" and args.fp16):
+                continue
             if isinstance(value, (int, float)) and not math.isfinite(value):
                 self._raise(f"{key} is {value}", state)
         self._check_model(kwargs.get("model"), state)
@@ -165,7 +184,9 @@ class ThroughputCallback(TrainerCallback):
 
     Tokens are Trainer's own count (`state.num_input_tokens_seen`), so set `include_num_input_tokens_seen` to
     `"all"` or `"non_padding"` in the training arguments; otherwise nothing is logged and a warning says so.
-    Time is wall time between logs, without the time spent in evaluation and checkpoint saves.
+    TRL's `PPOTrainer` counts no input tokens; its state counts episodes (prompts answered and scored), so under it
+    `episodes_per_second` is logged instead. Time is wall time between logs, without the time spent in evaluation
+    and checkpoint saves.
 
     Args:
         seq_length (`int`, *optional*):
@@ -181,11 +202,13 @@ class ThroughputCallback(TrainerCallback):
         self._window_start: float | None = None
         self._window_excluded = 0.0
         self._last_tokens = 0
+        self._last_episode = 0
         self._last_step = 0
         self._pause_start: float | None = None
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        if args.include_num_input_tokens_seen in ("no", False):
+        online = hasattr(state, "episode")  # TRL's OnlineTrainerState (PPO): episodes, not input tokens
+        if args.include_num_input_tokens_seen in ("no", False) and not online:
             logger.warning(
                 "ThroughputCallback: tokens/s is not logged because include_num_input_tokens_seen is 'no'; "
                 "pass --include_num_input_tokens_seen non_padding."
@@ -196,6 +219,7 @@ class ThroughputCallback(TrainerCallback):
         self._window_excluded = 0.0
         self._pause_start = None
         self._last_tokens = state.num_input_tokens_seen
+        self._last_episode = getattr(state, "episode", 0)
         self._last_step = state.global_step
 
     def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
@@ -209,25 +233,40 @@ class ThroughputCallback(TrainerCallback):
             self._pause_start = time.perf_counter()
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        self._end_pause()
+
+    # PPO never calls on_step_begin; both loops call on_save right after a checkpoint is written.
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        self._end_pause()
+
+    def _end_pause(self) -> None:
         if self._pause_start is not None:
             self._window_excluded += time.perf_counter() - self._pause_start
             self._pause_start = None
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
-        if logs is None or "loss" not in logs or self._window_start is None:
+        if logs is None or not _is_training_log(logs) or self._window_start is None:
             return
         now = time.perf_counter()
         end = self._pause_start if self._pause_start is not None else now
         elapsed = end - self._window_start - self._window_excluded
         tokens = state.num_input_tokens_seen - self._last_tokens
+        episode = getattr(state, "episode", 0)
+        episodes = episode - self._last_episode
         steps = state.global_step - self._last_step
         self._window_start, self._window_excluded = now, 0.0
         if self._pause_start is not None:
             self._pause_start = now  # the pause goes on into the new window
-        self._last_tokens, self._last_step = state.num_input_tokens_seen, state.global_step
-        if tokens <= 0 or elapsed <= 0 or steps <= 0:
+        self._last_tokens, self._last_episode = state.num_input_tokens_seen, episode
+        self._last_step = state.global_step
+        if elapsed <= 0 or steps <= 0:
             return
         world_size = max(args.world_size, 1)
+        if episodes > 0 and tokens <= 0:
+            _add_to_logs(logs, state, {"episodes_per_second": episodes / elapsed})
+            return
+        if tokens <= 0:
+            return
         extra = {
             "tokens_per_second": tokens / elapsed,
             "tokens_per_second_per_device": tokens / elapsed / world_size,

@@ -1,0 +1,584 @@
+"""What the alignment stages (`reward`, `ppo`, `dpo`) share: preference data checks, the SFT model they start from,
+token budgets, reward models, and PPO's monitoring.
+
+```python
+model_path = resolve_sft_checkpoint(model_args.model_name_or_path)     # an SFT adapter is merged once
+dataset = prepare_preference_dataset(raw, source)                       # checked, prompts as chat turns
+pairs = tokenize_reward_pairs(dataset["train"], tokenizer, max_length=..., strategy=..., split="train")
+```
+
+Facts these helpers encode (TRL 1.12 on hf_llm's GPT, DESIGN §5):
+
+- `RewardTrainer` silently drops pairs longer than `max_length` and `DPOTrainer` silently drops examples whose prompt
+  fills it: here they are counted and reported, truncated (keeping the end a reward model pools) or refused by
+  `--overlong_strategy`.
+- The reward model and PPO find padding as `input_ids != pad_token_id`: pad must differ from eos.
+- PPO's reward and value models must be sequence classifiers with a `score` head ([`load_reward_model`]).
+- PPO rollouts continue the last column of a batch: prompts must be padded on the left ([`LeftPaddingCollator`]).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+from transformers.utils import logging
+
+from hf_llm.data import DataError, hf_llm_cache_dir
+from hf_llm.data.formatting import chat_prompt, preference_conversation, preference_texts
+from hf_llm.errors import UsageError
+
+from .finetuning import load_adapter_model, merge_adapter
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+logger = logging.get_logger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The SFT model the alignment stages start from
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _is_adapter(model_name_or_path: str) -> bool:
+    from transformers.utils.peft_utils import find_adapter_config_file
+
+    try:
+        return find_adapter_config_file(model_name_or_path) is not None
+    except (OSError, ValueError):
+        return False
+
+
+def resolve_sft_checkpoint(model_name_or_path: str, *, trust_remote_code: bool = False) -> str:
+    """
+    The standalone checkpoint an alignment stage loads: `model_name_or_path` itself, or, for a LoRA adapter (an SFT
+    run with `--use_peft true`), the adapter merged into its base once and cached under `$HF_LLM_CACHE/merged/`
+    (keyed by the adapter's path and weights), so the reward model, the PPO/DPO policy and their reference all start
+    from the same weights.
+
+    Call it on the main process first (`training_args.main_process_first()`): the others then find the merged copy.
+
+    Args:
+        model_name_or_path (`str`): An SFT output directory (merged model or adapter) or Hub repo id.
+        trust_remote_code (`bool`, defaults to `False`): Passed to `from_pretrained`.
+
+    Returns:
+        `str`: The path or repo id to load with `AutoModelFor*`.
+    """
+    if not _is_adapter(model_name_or_path):
+        return model_name_or_path
+    weights = os.path.join(model_name_or_path, "adapter_model.safetensors")
+    stamp = os.stat(weights).st_mtime_ns if os.path.isfile(weights) else 0
+    key = hashlib.sha256(f"{os.path.abspath(model_name_or_path)}@{stamp}".encode()).hexdigest()[:16]
+    target = hf_llm_cache_dir() / "merged" / f"{os.path.basename(os.path.normpath(model_name_or_path))}-{key}"
+    if not (target / "config.json").is_file():
+        logger.info(f"{model_name_or_path} is a LoRA adapter: merging it into its base once, in {target}")
+        staging = f"{target}.tmp-{os.getpid()}"
+        merge_adapter(model_name_or_path, staging, trust_remote_code=trust_remote_code)
+        os.replace(staging, target)  # atomic: a concurrent or killed run never sees half a checkpoint
+    return str(target)
+
+
+def load_reward_model(
+    model_name_or_path: str,
+    *,
+    dtype: torch.dtype | str | None = None,
+    trust_remote_code: bool = False,
+    what: str = "--reward_model_path",
+) -> PreTrainedModel:
+    """
+    Load a reward model (a `reward.py` output: full, merged or a LoRA adapter, which is merged here) as a standalone
+    `AutoModelForSequenceClassification` with one output, the form PPO's `get_reward` needs (a backbone and a `score`
+    head).
+
+    Args:
+        model_name_or_path (`str`): A directory or Hub repo id.
+        dtype (`torch.dtype` or `str`, *optional*): Weights dtype; defaults to the checkpoint's.
+        trust_remote_code (`bool`, defaults to `False`): Passed to `from_pretrained`.
+        what (`str`, defaults to `"--reward_model_path"`): The flag that named the model, for error messages.
+
+    Returns:
+        `PreTrainedModel`: The reward model, in eval mode.
+
+    Raises:
+        `UsageError`: The checkpoint is not a reward model (a causal LM, or a classifier with several labels).
+    """
+    import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
+
+    if _is_adapter(model_name_or_path):
+        model = load_adapter_model(model_name_or_path, num_labels=1, trust_remote_code=trust_remote_code)
+        if not hasattr(model.base_model.model, "score"):
+            raise UsageError(
+                f"{what} {model_name_or_path} is a causal-LM adapter, not a reward model; pass the output of "
+                "train_scripts/reward.py."
+            )
+        model = model.merge_and_unload()
+    else:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+        architectures = config.architectures or []
+        if not any(name.endswith("ForSequenceClassification") for name in architectures):
+            raise UsageError(
+                f"{what} {model_name_or_path} is a {', '.join(architectures) or config.model_type} model, not a "
+                "reward model (a sequence classifier with one output); pass the output of train_scripts/reward.py."
+            )
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+    if model.config.num_labels != 1:
+        raise UsageError(
+            f"{what} {model_name_or_path} has {model.config.num_labels} outputs; a reward model has one "
+            "(num_labels=1). Pass the output of train_scripts/reward.py, not a classifier."
+        )
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Preference data
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _is_empty(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list):
+        return not value or all(_is_empty(message.get("content")) for message in value)
+    return False
+
+
+def check_preference_rows(dataset: DatasetDict, source: str) -> None:
+    """
+    Refuse preference data a reward model or DPO cannot learn from, with one message naming the split, the row and
+    the fix: an empty `prompt` (when the data has a prompt column), or `chosen` identical to `rejected`.
+
+    Args:
+        dataset (`DatasetDict`): The `preference` splits (`hf_llm.data.load_dataset_from_args(..., "preference")`).
+        source (`str`): Where the data came from (`--dataset_name`), for the message.
+
+    Raises:
+        `DataError`: On the first bad row.
+    """
+    for split, rows in dataset.items():
+        has_prompt = "prompt" in rows.column_names
+        for index, row in enumerate(rows):
+            if has_prompt and _is_empty(row["prompt"]):
+                raise DataError(
+                    f"{source} (split {split!r}, row {index}): the prompt is empty; every pair needs the prompt both "
+                    "answers reply to. Fill it in or remove the row (data without a prompt column is read as "
+                    "whole conversations)."
+                )
+            if row["chosen"] == row["rejected"]:
+                raise DataError(
+                    f"{source} (split {split!r}, row {index}): chosen and rejected are identical, so the pair "
+                    "teaches nothing; remove the row or fix the rejected answer."
+                )
+
+
+def prepare_preference_dataset(dataset: DatasetDict, source: str) -> DatasetDict:
+    """
+    Check preference pairs ([`check_preference_rows`]) and give each an explicit prompt in chat form
+    (`hf_llm.data.formatting.preference_conversation`): the reward model, DPO and PPO then render prompts with the
+    chat template the SFT model was trained with, and evaluation scores the same texts.
+
+    Args:
+        dataset (`DatasetDict`): The `preference` splits.
+        source (`str`): `--dataset_name`, for error messages.
+
+    Returns:
+        `DatasetDict`: `prompt`, `chosen`, `rejected` per split (messages, or strings for implicit-prompt text data).
+    """
+    check_preference_rows(dataset, source)
+    columns = {split: rows.column_names for split, rows in dataset.items()}
+    return dataset.map(
+        preference_conversation,
+        remove_columns=[c for c in next(iter(columns.values())) if c not in ("prompt", "chosen", "rejected")],
+        desc="Rendering prompts as chat turns",
+    )
+
+
+def _handle_overlong(
+    dataset: Dataset,
+    overlong: list[int],
+    *,
+    strategy: str,
+    split: str,
+    what: str,
+    limit: str,
+    fix: str,
+    truncate: Callable[[Dataset], Dataset] | None = None,
+) -> Dataset:
+    """Truncate, drop or refuse the rows `overlong`, always counting and reporting them."""
+    if not overlong:
+        return dataset
+    share = f"{len(overlong)} of {len(dataset)} {split} {what} (first: row {overlong[0]})"
+    if strategy == "error":
+        raise DataError(f"{share} exceed {limit}; {fix}, or pass --overlong_strategy truncate or drop.")
+    if strategy == "truncate" and truncate is not None:
+        logger.warning(f"Truncated {share} longer than {limit}; {fix} to keep them whole.")
+        return truncate(dataset)
+    if len(overlong) == len(dataset):
+        raise DataError(f"every one of the {share} exceeds {limit}; {fix}.")
+    logger.warning(f"Dropped {share} longer than {limit}; {fix}, or pass --overlong_strategy truncate to keep them.")
+    dropped = set(overlong)
+    return dataset.select([i for i in range(len(dataset)) if i not in dropped])
+
+
+def tokenize_reward_pairs(
+    dataset: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    strategy: str,
+    split: str,
+) -> Dataset:
+    """
+    Tokenize preference pairs as `RewardTrainer` scores them (`prompt + chosen`, `prompt + rejected`, rendered with the
+    chat template, ending with eos) into its pre-tokenized columns `chosen_ids` and `rejected_ids`.
+
+    `RewardTrainer` would drop pairs longer than `max_length` without a word; here they are counted and reported, and
+    `strategy` decides: `"truncate"` keeps each sequence's last `max_length` tokens (the answer and the eos the reward
+    head reads; the prompt's start is cut), `"drop"` removes the pair, `"error"` refuses the data.
+
+    Args:
+        dataset (`datasets.Dataset`): One split from [`prepare_preference_dataset`].
+        tokenizer (`PreTrainedTokenizerBase`): The reward model's tokenizer (with the policy's chat template).
+        max_length (`int`): Most tokens in one sequence (the model's context at most).
+        strategy (`str`): `--overlong_strategy`: `"truncate"`, `"drop"` or `"error"`.
+        split (`str`): The split's name, for messages.
+
+    Returns:
+        `datasets.Dataset`: `chosen_ids` and `rejected_ids`.
+    """
+
+    def tokenize(example: dict) -> dict:
+        chosen, rejected = preference_texts(example, tokenizer)
+        ids = tokenizer([chosen, rejected], add_special_tokens=False, verbose=False)["input_ids"]
+        return {"chosen_ids": ids[0], "rejected_ids": ids[1]}
+
+    tokenized = dataset.map(tokenize, remove_columns=dataset.column_names, desc=f"Tokenizing {split} pairs")
+    lengths = [max(len(c), len(r)) for c, r in zip(tokenized["chosen_ids"], tokenized["rejected_ids"], strict=True)]
+    overlong = [i for i, length in enumerate(lengths) if length > max_length]
+
+    def keep_the_end(rows: Dataset) -> Dataset:
+        return rows.map(
+            lambda b: {key: [ids[-max_length:] for ids in b[key]] for key in ("chosen_ids", "rejected_ids")},
+            batched=True,
+        )
+
+    return _handle_overlong(
+        tokenized,
+        overlong,
+        strategy=strategy,
+        split=split,
+        what="preference pairs",
+        limit=f"--max_length {max_length} tokens",
+        fix="raise --max_length (up to the model's context) or shorten the texts",
+        truncate=keep_the_end,
+    )
+
+
+def count_overlong_dpo_pairs(
+    dataset: Dataset, tokenizer: PreTrainedTokenizerBase, *, max_length: int, strategy: str, split: str
+) -> Dataset:
+    """
+    Count and report the pairs `DPOTrainer` would cut or silently drop at `max_length`: with `"truncate"` TRL keeps
+    each sequence's first `max_length` tokens (cutting the answer's end) and drops pairs whose prompt alone fills
+    `max_length`, which are dropped here with a report; `"drop"` removes every over-long pair; `"error"` refuses them.
+
+    Args:
+        dataset (`datasets.Dataset`): One split from [`prepare_preference_dataset`].
+        tokenizer (`PreTrainedTokenizerBase`): The policy's tokenizer.
+        max_length (`int`): TRL's `--max_length`.
+        strategy (`str`): `--overlong_strategy`.
+        split (`str`): The split's name, for messages.
+
+    Returns:
+        `datasets.Dataset`: The pairs DPO will train on, untokenized (TRL tokenizes them).
+    """
+    pairs = [preference_texts(example, tokenizer) for example in dataset]
+    prompts = [chat_prompt(example, tokenizer) for example in dataset]
+    lengths = [
+        max(len(ids) for ids in tokenizer(list(pair), add_special_tokens=False, verbose=False)["input_ids"])
+        for pair in pairs
+    ]
+    prompt_lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"]]
+    overlong = [i for i, length in enumerate(lengths) if length > max_length]
+    fix = "raise --max_length (up to the model's context) or shorten the texts"
+    if strategy == "truncate":
+        no_answer = [i for i in overlong if prompt_lengths[i] >= max_length]
+        if len(overlong) > len(no_answer):
+            logger.warning(
+                f"{len(overlong) - len(no_answer)} of {len(dataset)} {split} preference pairs are longer than "
+                f"--max_length {max_length} tokens: DPO trains on their first {max_length} tokens; {fix} to keep "
+                "them whole."
+            )
+        return _handle_overlong(
+            dataset,
+            no_answer,
+            strategy="drop",
+            split=split,
+            what="preference pairs whose prompt leaves no room for an answer",
+            limit=f"--max_length {max_length} tokens",
+            fix=fix,
+        )
+    return _handle_overlong(
+        dataset,
+        overlong,
+        strategy=strategy,
+        split=split,
+        what="preference pairs",
+        limit=f"--max_length {max_length} tokens",
+        fix=fix,
+    )
+
+
+def tokenize_prompts(
+    dataset: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_prompt_length: int,
+    strategy: str,
+    split: str,
+) -> Dataset:
+    """
+    The prompts of `instruction` or `preference` rows, rendered with the chat template as the policy sees them
+    (`hf_llm.data.formatting.chat_prompt`) and tokenized into `input_ids`, PPO's dataset.
+
+    Prompts longer than `max_prompt_length` (the context minus the response length) are counted and reported;
+    `"truncate"` keeps their last tokens (the end the policy continues), `"drop"` removes them, `"error"` refuses.
+
+    Args:
+        dataset (`datasets.Dataset`): One split with `prompt` (and `chosen`/`rejected`) or `instruction`/`input`
+            (or `messages`) columns.
+        tokenizer (`PreTrainedTokenizerBase`): The policy's tokenizer.
+        max_prompt_length (`int`): Most tokens in a prompt.
+        strategy (`str`): `--overlong_strategy`.
+        split (`str`): The split's name, for messages.
+
+    Returns:
+        `datasets.Dataset`: one column, `input_ids`.
+    """
+    prompts = [chat_prompt(example, tokenizer) for example in dataset]
+    ids = tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"]
+    from datasets import Dataset
+
+    tokenized = Dataset.from_dict({"input_ids": ids})
+    overlong = [i for i, row in enumerate(ids) if len(row) > max_prompt_length]
+    return _handle_overlong(
+        tokenized,
+        overlong,
+        strategy=strategy,
+        split=split,
+        what="prompts",
+        limit=f"{max_prompt_length} tokens (the context minus --response_length)",
+        fix="lower --response_length or shorten the prompts",
+        truncate=lambda rows: rows.map(
+            lambda b: {"input_ids": [row[-max_prompt_length:] for row in b["input_ids"]]}, batched=True
+        ),
+    )
+
+
+class LeftPaddingCollator:
+    """
+    Batches PPO prompts padded on the left, whatever the tokenizer's `padding_side` says.
+
+    PPO generates from a batch of prompts: with right padding every shorter prompt is continued after its pad tokens
+    and the rollouts are wrong, with only a warning from transformers (KL 0.16-0.67 instead of 0.05 on a tiny model).
+    TRL's default collator follows `tokenizer.padding_side`, which a saved tokenizer sets to `"right"`; this one has
+    no setting to get wrong.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`): The policy's tokenizer (its pad token).
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase):
+        self.tokenizer = tokenizer
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = [{"input_ids": feature["input_ids"]} for feature in features]
+        return self.tokenizer.pad(batch, padding=True, padding_side="left", return_tensors="pt")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# PPO monitoring
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class PPOMonitorCallback(TrainerCallback):
+    """
+    Adds what TRL's `PPOTrainer` does not log and warns when a run goes wrong.
+
+    Logged with every PPO update (before the reporters, so TensorBoard gets them; add it with `add_callbacks`):
+    `ppo/response_length` (mean tokens per sampled response, eos included) and `ppo/eos_rate` (share of responses that
+    ended with eos rather than at `--response_length`), measured on the update's rollouts by wrapping the policy's
+    `generate`.
+
+    Warns (once per kind) when `objective/kl` is negative (the sampled KL estimate: a sign of a broken reference or
+    padding), above `kl_alarm`, or when `objective/scores` (the mean reward) falls more than `reward_collapse_drop`
+    below the best seen so far (reward collapse).
+
+    Args:
+        eos_token_id (`int`): The token that ends a response.
+        kl_alarm (`float`, *optional*): Warn when the KL goes above it.
+        reward_collapse_drop (`float`, *optional*): Warn when the mean reward falls this far below its best.
+    """
+
+    def __init__(self, eos_token_id: int, kl_alarm: float | None = None, reward_collapse_drop: float | None = None):
+        self.eos_token_id = eos_token_id
+        self.kl_alarm = kl_alarm
+        self.reward_collapse_drop = reward_collapse_drop
+        self.best_score = -math.inf
+        self.warned: set[str] = set()
+        self._lengths: list[int] = []
+        self._eos: list[bool] = []
+        self._policy = None
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        policy = getattr(kwargs.get("model"), "policy", None)
+        if policy is None:
+            return
+        original = policy.generate
+
+        def generate(*args, **kwargs):
+            output = original(*args, **kwargs)
+            prompt_width = (kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).shape[1]
+            sequences = output.sequences if hasattr(output, "sequences") else output
+            self._record(sequences[:, prompt_width:])
+            return output
+
+        policy.generate = generate
+        self._policy = policy
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if self._policy is not None:
+            del self._policy.generate  # back to the class's method
+            self._policy = None
+
+    def _record(self, responses: torch.Tensor) -> None:
+        is_eos = responses == self.eos_token_id
+        ended = is_eos.any(dim=1)
+        first_eos = is_eos.int().argmax(dim=1)
+        lengths = torch.where(ended, first_eos + 1, torch.full_like(first_eos, responses.shape[1]))
+        self._lengths.extend(lengths.tolist())
+        self._eos.extend(ended.tolist())
+
+    def _warn(self, kind: str, message: str) -> None:
+        if kind not in self.warned:
+            self.warned.add(kind)
+            logger.warning(message)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        if not logs or "objective/kl" not in logs:
+            return
+        if self._lengths:
+            extra = {
+                "ppo/response_length": sum(self._lengths) / len(self._lengths),
+                "ppo/eos_rate": sum(self._eos) / len(self._eos),
+            }
+            logs.update(extra)
+            if state.log_history and state.log_history[-1].get("step") == state.global_step:
+                state.log_history[-1].update(extra)
+            self._lengths, self._eos = [], []
+        kl, score = logs["objective/kl"], logs.get("objective/scores")
+        if kl < 0:
+            self._warn(
+                "negative_kl",
+                f"PPO step {state.global_step}: objective/kl = {kl:.4f} < 0. The sampled KL estimate should average "
+                "positive; a small negative value on a small batch is noise, a lasting one means the reference "
+                "differs from the policy's start or the prompts are padded on the right.",
+            )
+        if self.kl_alarm is not None and kl > self.kl_alarm:
+            self._warn(
+                "kl_alarm",
+                f"PPO step {state.global_step}: objective/kl = {kl:.4f} passed --kl_alarm {self.kl_alarm}: the policy "
+                "is drifting from the SFT model; raise --kl_coef or lower --learning_rate.",
+            )
+        if score is not None:
+            self.best_score = max(self.best_score, score)
+            if self.reward_collapse_drop is not None and score < self.best_score - self.reward_collapse_drop:
+                self._warn(
+                    "reward_collapse",
+                    f"PPO step {state.global_step}: mean reward {score:.3f} fell more than "
+                    f"{self.reward_collapse_drop} below its best ({self.best_score:.3f}): reward collapse; lower "
+                    "--learning_rate or raise --kl_coef.",
+                )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Held-out win rate over the SFT model (ppo.py, dpo.py)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def held_out_win_rate(
+    policy: PreTrainedModel,
+    sft_model_path: str,
+    reward_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[dict],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    samples_file: str | None = None,
+) -> dict[str, float]:
+    """
+    How the aligned `policy` and the SFT model it started from answer held-out prompts, under the reward model: the
+    numbers `ppo.py` and `dpo.py` report in the same table (`hf_llm.evaluation.win_rate.compare_policies`).
+
+    Args:
+        policy (`PreTrainedModel`): The trained policy (a `PeftModel` under LoRA).
+        sft_model_path (`str`): The SFT checkpoint, loaded fresh as the "before" policy.
+        reward_model (`PreTrainedModel`): The judge ([`load_reward_model`]).
+        tokenizer (`PreTrainedTokenizerBase`): The policy's tokenizer.
+        examples (`list[dict]`): Held-out rows (their prompts).
+        max_new_tokens (`int`): Most tokens per greedy answer.
+        batch_size (`int`): Prompts per batch.
+        samples_file (`str`, *optional*): Where to write each prompt's two answers and rewards (JSON Lines).
+
+    Returns:
+        `dict[str, float]`: `sft_mean_reward` (before), `mean_reward` (after), `mean_reward_margin`, `win_rate` (ties
+        count one half), `response_length`, `sft_response_length`, `num_prompts`.
+    """
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from hf_llm.evaluation.win_rate import compare_policies
+
+    sft = AutoModelForCausalLM.from_pretrained(sft_model_path).to(next(policy.parameters()).device).eval()
+    was_training = policy.training
+    policy.eval()
+    try:
+        metrics, samples = compare_policies(
+            policy, sft, reward_model, tokenizer, examples, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
+    finally:
+        policy.train(was_training)
+    if samples_file is not None:
+        with open(samples_file, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(sample, ensure_ascii=False) + "\n" for sample in samples)
+    return {
+        "sft_mean_reward": metrics["reference_mean_reward"],
+        "mean_reward": metrics["mean_reward"],
+        "mean_reward_margin": metrics["mean_reward_margin"],
+        "win_rate": metrics["win_rate"],
+        "response_length": metrics["response_length"],
+        "sft_response_length": metrics["reference_response_length"],
+        "num_prompts": metrics["num_prompts"],
+    }

@@ -1,0 +1,221 @@
+"""Align the SFT model with Direct Preference Optimization (stage dpo, the offline alternative to reward + PPO).
+
+Trains the SFT model (`sft.py`'s output: a merged model or a LoRA adapter, merged here once) with TRL's `DPOTrainer`
+on the same preference pairs as `reward.py`, prompts rendered with the SFT model's chat template. With LoRA
+(`--use_peft true`) the reference is the policy with its adapter disabled; in full fine-tuning it is an explicit frozen
+copy of the SFT model. DPO's implicit-reward accuracy and margins (`rewards/accuracies`, `rewards/margins`) are logged
+at every evaluation. After training, greedy answers of the SFT model (before) and of the DPO policy (after) to held-out
+prompts are scored with `--reward_model_path` (a `reward.py` output): mean reward before and after, and the win rate
+over the SFT model (`win_rate_results.json`, `win_rate_samples.jsonl`), the same table PPO reports.
+
+Pairs longer than `--max_length` (default: the model's context) are counted and reported: with the default
+`--overlong_strategy truncate` DPO trains on their first `max_length` tokens (pairs whose prompt leaves no room for an
+answer are dropped, and counted); `drop` removes them; `error` refuses the data.
+
+Usage:
+
+    # 2 CPU cores, a few minutes, on pydocs from the tiny SFT output
+    accelerate launch --config_file accelerate_configs/cpu.yaml train_scripts/dpo.py \
+        --config train_scripts/configs/dpo/tiny.yaml --model_name_or_path outputs/sft-tiny \
+        --reward_model_path outputs/reward-tiny --output_dir outputs/dpo-tiny
+
+Any recipe key can be overridden on the command line, e.g. `--beta 0.05 --use_peft true`.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import os
+from dataclasses import dataclass, field
+
+import trl
+from transformers import set_seed
+from transformers.utils import logging
+from trl import ModelConfig, TrlParser
+
+import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
+from hf_llm.data import DataArguments, load_dataset_from_args
+from hf_llm.errors import UsageError, exit_on_user_error
+from hf_llm.training import (
+    AtomicCheckpointMixin,
+    NonFiniteGuardCallback,
+    ThroughputCallback,
+    add_callbacks,
+    final_eval_metrics,
+    resolve_resume_checkpoint,
+    save_and_push,
+)
+from hf_llm.training.alignment import (
+    count_overlong_dpo_pairs,
+    held_out_win_rate,
+    load_reward_model,
+    prepare_preference_dataset,
+    resolve_sft_checkpoint,
+)
+from hf_llm.training.finetuning import (
+    MERGED_DIR_NAME,
+    apply_cpu_safe_defaults,
+    count_trainable_parameters,
+    get_stage_peft_config,
+    load_model_for_stage,
+    load_tokenizer_for_stage,
+    merge_adapter,
+)
+
+logger = logging.get_logger("hf_llm.dpo")
+
+
+@dataclass
+class DPOConfig(trl.DPOConfig):
+    """
+    TRL's `DPOConfig` (every flag works unchanged) plus:
+
+    Args:
+        max_length (`int`, *optional*):
+            Most tokens in `prompt + answer`; defaults to the model's context (TRL's 1024 would exceed it).
+        reward_model_path (`str`, *optional*):
+            A `reward.py` output that scores greedy answers to held-out prompts before and after training (mean
+            reward, win rate over the SFT model). Without it no win rate is reported.
+        win_rate_samples (`int`, defaults to 64):
+            Held-out prompts (from the validation split) the win rate is measured on; 0 turns it off.
+        win_rate_max_new_tokens (`int`, defaults to 64):
+            Most tokens per greedy answer in that measurement.
+        merge_adapter (`bool`, defaults to `False`):
+            After LoRA training, also write a standalone merged policy to `OUTPUT_DIR/merged`.
+    """
+
+    max_length: int | None = field(
+        default=None, metadata={"help": "Most tokens in prompt + answer; default: the model's context."}
+    )
+    reward_model_path: str | None = field(
+        default=None, metadata={"help": "reward.py output that scores held-out answers (win rate vs. SFT)."}
+    )
+    win_rate_samples: int = field(default=64, metadata={"help": "Held-out prompts for the win rate (0: off)."})
+    win_rate_max_new_tokens: int = field(default=64, metadata={"help": "Most tokens per greedy held-out answer."})
+    merge_adapter: bool = field(
+        default=False, metadata={"help": "After LoRA training, also save a merged policy in OUTPUT_DIR/merged."}
+    )
+
+
+class DPOTrainer(AtomicCheckpointMixin, trl.DPOTrainer):
+    """TRL's `DPOTrainer` with atomic checkpoints."""
+
+
+def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOConfig) -> dict[str, float]:
+    """Run DPO; returns the final train, held-out and win-rate metrics."""
+    if data_args.dataset_name is None:
+        raise UsageError("no preference data: pass --dataset_name (a Hub id, a local JSON/CSV file, or 'pydocs').")
+    set_seed(training_args.seed)
+    std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
+    resume_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+
+    ###################
+    # Dataset
+    ###################
+    with training_args.main_process_first(desc="loading the dataset"):
+        raw = load_dataset_from_args(data_args, "preference", seed=training_args.seed)
+        pairs = prepare_preference_dataset(raw, data_args.dataset_name)
+
+    ###################
+    # Model & tokenizer
+    ###################
+    sft_model = model_args.model_name_or_path
+    with training_args.main_process_first(desc="preparing the SFT model"):
+        if sft_model is not None:
+            model_args.model_name_or_path = resolve_sft_checkpoint(sft_model)
+        tokenizer = load_tokenizer_for_stage(model_args, "dpo", trust_remote_code=training_args.trust_remote_code)
+        model = load_model_for_stage(
+            model_args,
+            "dpo",
+            tokenizer,
+            trust_remote_code=training_args.trust_remote_code,
+            gradient_checkpointing=training_args.gradient_checkpointing,
+        )
+        peft_config = get_stage_peft_config(model_args, "dpo")
+        # LoRA: the reference is the policy with its adapter disabled. Full: an explicit frozen copy of the SFT model.
+        ref_model = None if peft_config is not None else load_model_for_stage(model_args, "dpo", tokenizer)
+        reward_model = None
+        if training_args.reward_model_path and training_args.win_rate_samples > 0:
+            reward_model = load_reward_model(training_args.reward_model_path)
+    sft_path, model_args.model_name_or_path = model_args.model_name_or_path, sft_model
+    context = model.config.max_position_embeddings
+    if training_args.max_length is None or training_args.max_length > context:
+        training_args.max_length = context
+    with training_args.main_process_first(desc="counting over-long pairs"):
+        splits = {
+            split: count_overlong_dpo_pairs(
+                rows,
+                tokenizer,
+                max_length=training_args.max_length,
+                strategy=data_args.overlong_strategy,
+                split=split,
+            )
+            for split, rows in pairs.items()
+        }
+    eval_dataset = splits.get("validation") if training_args.eval_strategy != "no" else None
+    held_out = list(splits.get("validation", [])) if reward_model is not None else []
+    held_out = held_out[: training_args.win_rate_samples]
+
+    ###################
+    # Training
+    ###################
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=training_args,
+        train_dataset=splits["train"],
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    trainable, total = count_trainable_parameters(trainer.model)
+    logger.info(f"Training {trainable:,} of {total:,} parameters ({'LoRA' if peft_config else 'full fine-tuning'})")
+    add_callbacks(trainer, [NonFiniteGuardCallback(), ThroughputCallback()])
+    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    metrics = {**train_result.metrics, **final_eval_metrics(trainer)}
+    if held_out and trainer.is_world_process_zero():
+        # Greedy answers of the SFT model (before) and the DPO policy (after), scored by the reward model.
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        win_rate = held_out_win_rate(
+            trainer.accelerator.unwrap_model(trainer.model),
+            sft_path,
+            reward_model,
+            tokenizer,
+            held_out,
+            max_new_tokens=training_args.win_rate_max_new_tokens,
+            batch_size=training_args.per_device_eval_batch_size,
+            samples_file=os.path.join(training_args.output_dir, "win_rate_samples.jsonl"),
+        )
+        trainer.log_metrics("win_rate", win_rate)
+        trainer.save_metrics("win_rate", win_rate)
+        metrics.update({f"eval_{key}": value for key, value in win_rate.items()})
+
+    ###################
+    # Save and push
+    ###################
+    save_and_push(
+        trainer,
+        "dpo",
+        recipe_args=(model_args, data_args, training_args),
+        data_args=data_args,
+        dataset=raw,
+        metrics=metrics,
+        base_model=sft_model,
+    )
+    if training_args.merge_adapter and trainer.is_world_process_zero():
+        if peft_config is None:
+            logger.warning("--merge_adapter: nothing to merge, the model was fine-tuned in full (--use_peft false)")
+        else:
+            merged_dir = os.path.join(training_args.output_dir, MERGED_DIR_NAME)
+            merge_adapter(training_args.output_dir, merged_dir)
+            logger.info(f"Merged DPO policy (no PEFT needed to load it): {merged_dir}")
+    return metrics
+
+
+if __name__ == "__main__":
+    parser = TrlParser((ModelConfig, DataArguments, DPOConfig))
+    apply_cpu_safe_defaults(parser)
+    with exit_on_user_error("dpo.py"):
+        main(*parser.parse_args_and_config())

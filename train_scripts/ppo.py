@@ -1,0 +1,275 @@
+"""Optimise the SFT model against the reward model with PPO (stage ppo, the second half of RLHF).
+
+The policy is the SFT model (`sft.py`'s output: a merged model or a LoRA adapter, merged here once), trained in full
+or with a new LoRA adapter; the reference is the frozen SFT model (under LoRA, the policy with its adapter disabled);
+the reward model is `reward.py`'s output and the value model starts as a copy of it. Prompts come from any
+`instruction` dataset (or the `prompt` column of `preference` data with `--prompt_format preference`), rendered with
+the SFT model's chat template and always padded on the left (rollouts continue the last column; right padding is not
+configurable). Reward, KL, entropy, clip fraction, value loss, response length and eos rate go to TensorBoard; a
+warning fires when the KL goes negative, passes `--kl_alarm`, or the mean reward collapses. The policy (merged too
+with `--merge_adapter`) is saved in `OUTPUT_DIR`, the value model in `OUTPUT_DIR/value_model`. After training, greedy
+answers of the SFT model (before) and of the PPO policy (after) to held-out prompts are scored with the reward model:
+mean reward before and after, and the win rate over the SFT model (`win_rate_results.json`), as `dpo.py` reports.
+
+This is the only hf_llm module that imports `trl.experimental.ppo`: TRL moved `PPOTrainer` there in 1.10 and deleted it
+in 1.13, so hf_llm pins `trl>=1.12,<1.13`. `PPOTrainer` runs its own loop: checkpoints are atomic here too (it calls
+`Trainer._save_checkpoint`), they hold the policy and the optimizer, and TRL's PPO cannot resume from them.
+
+Usage:
+
+    # 2 CPU cores, a few minutes, on pydocs from the tiny SFT and reward outputs
+    accelerate launch --config_file accelerate_configs/cpu.yaml train_scripts/ppo.py \
+        --config train_scripts/configs/ppo/tiny.yaml --model_name_or_path outputs/sft-tiny \
+        --reward_model_path outputs/reward-tiny --output_dir outputs/ppo-tiny
+
+Any recipe key can be overridden on the command line, e.g. `--kl_coef 0.1 --total_episodes 2048`.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import os
+from dataclasses import dataclass, field
+
+from accelerate import PartialState
+from transformers import set_seed
+from transformers.utils import logging
+from trl import ModelConfig, TrlParser
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # we know: see the module docstring
+from trl.experimental import ppo as trl_ppo  # noqa: E402
+
+import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
+from hf_llm.data import DataArguments, load_dataset_from_args
+from hf_llm.errors import UsageError, exit_on_user_error
+from hf_llm.training import (
+    AtomicCheckpointMixin,
+    NonFiniteGuardCallback,
+    ThroughputCallback,
+    add_callbacks,
+    save_and_push,
+)
+from hf_llm.training.alignment import (
+    LeftPaddingCollator,
+    PPOMonitorCallback,
+    held_out_win_rate,
+    load_reward_model,
+    resolve_sft_checkpoint,
+    tokenize_prompts,
+)
+from hf_llm.training.finetuning import (
+    MERGED_DIR_NAME,
+    apply_cpu_safe_defaults,
+    count_trainable_parameters,
+    get_stage_peft_config,
+    load_model_for_stage,
+    load_tokenizer_for_stage,
+    merge_adapter,
+)
+
+logger = logging.get_logger("hf_llm.ppo")
+
+VALUE_MODEL_DIR_NAME = "value_model"
+
+
+@dataclass
+class PPOConfig(trl_ppo.PPOConfig):
+    """
+    TRL's `PPOConfig` (every flag works unchanged) plus:
+
+    Args:
+        reward_model_path (`str`):
+            The reward model (a `reward.py` output: full, merged or LoRA adapter). Required.
+        value_model_path (`str`, *optional*):
+            Where the value model starts; defaults to `reward_model_path` (a trainable copy of the reward model).
+        stop_token (`str`, defaults to `"eos"`):
+            Responses end at the tokenizer's eos (TRL's default, `None`, scores everything up to `response_length`).
+        prompt_format (`str`, defaults to `"instruction"`):
+            Data format the prompts are read from: `"instruction"` (`instruction`/`input` or `messages`) or
+            `"preference"` (the `prompt` column of preference pairs).
+        kl_alarm (`float`, *optional*):
+            Warn when `objective/kl` goes above it.
+        reward_collapse_drop (`float`, *optional*, defaults to 1.0):
+            Warn when the mean reward falls this far below the best seen so far.
+        win_rate_samples (`int`, defaults to 64):
+            Held-out prompts (validation split) the win rate over the SFT model is measured on; 0 turns it off.
+        win_rate_max_new_tokens (`int`, *optional*):
+            Most tokens per greedy answer in that measurement; defaults to `response_length`.
+        merge_adapter (`bool`, defaults to `False`):
+            After LoRA training, also write a standalone merged policy to `OUTPUT_DIR/merged`.
+        trust_remote_code (`bool`, defaults to `False`):
+            Allow custom code from the Hub when loading the models (as the other stages' TRL configs do).
+    """
+
+    reward_model_path: str | None = field(default=None, metadata={"help": "The reward model (reward.py output)."})
+    value_model_path: str | None = field(
+        default=None, metadata={"help": "Where the value model starts; default: --reward_model_path."}
+    )
+    stop_token: str | None = field(default="eos", metadata={"help": "Responses end at eos ('eos') or never (None)."})
+    prompt_format: str = field(
+        default="instruction", metadata={"help": "Where prompts come from: 'instruction' or 'preference' data."}
+    )
+    kl_alarm: float | None = field(default=None, metadata={"help": "Warn when objective/kl goes above it."})
+    reward_collapse_drop: float | None = field(
+        default=1.0, metadata={"help": "Warn when the mean reward falls this far below its best."}
+    )
+    win_rate_samples: int = field(default=64, metadata={"help": "Held-out prompts for the win rate (0: off)."})
+    win_rate_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Most tokens per greedy held-out answer; default: --response_length."}
+    )
+    merge_adapter: bool = field(
+        default=False, metadata={"help": "After LoRA training, also save a merged policy in OUTPUT_DIR/merged."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the Hub."})
+
+    def __post_init__(self):
+        if self.prompt_format not in ("instruction", "preference"):
+            raise UsageError(f"--prompt_format must be 'instruction' or 'preference', got {self.prompt_format!r}")
+        super().__post_init__()
+
+
+class PPOTrainer(AtomicCheckpointMixin, trl_ppo.PPOTrainer):
+    """TRL's `PPOTrainer` with atomic checkpoints (policy, optimizer and trainer state in `checkpoint-N`)."""
+
+
+def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOConfig) -> dict[str, float]:
+    """Run PPO; returns the last update's statistics and the held-out win rate over the SFT model."""
+    if data_args.dataset_name is None:
+        raise UsageError("no prompts: pass --dataset_name (a Hub id, a local JSON/CSV file, or 'pydocs').")
+    if training_args.reward_model_path is None:
+        raise UsageError("PPO needs a reward model: pass --reward_model_path (the output of train_scripts/reward.py).")
+    if training_args.resume_from_checkpoint:
+        raise UsageError(
+            "TRL's PPOTrainer cannot resume from a checkpoint (its train() takes no checkpoint); start again, or pass "
+            "a checkpoint-N directory as --model_name_or_path to continue from its policy."
+        )
+    set_seed(training_args.seed)
+    std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
+
+    ###################
+    # Model & tokenizer
+    ###################
+    sft_model = model_args.model_name_or_path
+    with PartialState().main_process_first():  # PPOConfig.world_size shadows main_process_first's
+        if sft_model is not None:
+            model_args.model_name_or_path = resolve_sft_checkpoint(sft_model)
+        tokenizer = load_tokenizer_for_stage(model_args, "ppo", trust_remote_code=training_args.trust_remote_code)
+        policy = load_model_for_stage(
+            model_args,
+            "ppo",
+            tokenizer,
+            trust_remote_code=training_args.trust_remote_code,
+            gradient_checkpointing=training_args.gradient_checkpointing,
+        )
+        peft_config = get_stage_peft_config(model_args, "ppo")
+        # LoRA: the reference is the policy with its adapter disabled. Full: an explicit frozen copy of the SFT model.
+        ref_policy = None if peft_config is not None else load_model_for_stage(model_args, "ppo", tokenizer).eval()
+        reward_model = load_reward_model(training_args.reward_model_path)
+        value_path = training_args.value_model_path or training_args.reward_model_path
+        value_model = load_reward_model(value_path, what="--value_model_path")
+    sft_path, model_args.model_name_or_path = model_args.model_name_or_path, sft_model
+    context = policy.config.max_position_embeddings
+    if training_args.response_length >= context:
+        raise UsageError(
+            f"--response_length {training_args.response_length} leaves no room for a prompt in the policy's context "
+            f"of {context} tokens; lower it."
+        )
+
+    ###################
+    # Dataset
+    ###################
+    with PartialState().main_process_first():
+        raw = load_dataset_from_args(data_args, training_args.prompt_format, seed=training_args.seed)
+        prompts = {
+            split: tokenize_prompts(
+                rows,
+                tokenizer,
+                max_prompt_length=context - training_args.response_length,
+                strategy=data_args.overlong_strategy,
+                split=split,
+            )
+            for split, rows in raw.items()
+        }
+    eval_prompts = prompts.get("validation", prompts["train"])
+    held_out = list(raw["validation"])[: training_args.win_rate_samples] if "validation" in raw else []
+
+    ###################
+    # Training
+    ###################
+    trainer = PPOTrainer(
+        args=training_args,
+        processing_class=tokenizer,
+        model=policy,
+        ref_model=ref_policy,
+        reward_model=reward_model,
+        train_dataset=prompts["train"],
+        value_model=value_model,
+        data_collator=LeftPaddingCollator(tokenizer),
+        eval_dataset=eval_prompts,
+        peft_config=peft_config,
+    )
+    trainable, total = count_trainable_parameters(trainer.model)
+    logger.info(
+        f"Training {trainable:,} of {total:,} policy + value parameters "
+        f"({'LoRA policy' if peft_config else 'full fine-tuning'}) on {len(prompts['train'])} prompts, "
+        f"{training_args.total_episodes or len(prompts['train'])} episodes"
+    )
+    monitor = PPOMonitorCallback(
+        tokenizer.eos_token_id,
+        kl_alarm=training_args.kl_alarm,
+        reward_collapse_drop=training_args.reward_collapse_drop,
+    )
+    add_callbacks(trainer, [NonFiniteGuardCallback(), ThroughputCallback(), monitor])
+    trainer.train()
+    last_update = next((log for log in reversed(trainer.state.log_history) if "objective/kl" in log), {})
+    metrics = {f"train_{key.replace('/', '_')}": value for key, value in last_update.items() if "/" in key}
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    if held_out and trainer.is_world_process_zero():
+        # Greedy answers of the SFT model (before) and the PPO policy (after), scored by the reward model.
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        win_rate = held_out_win_rate(
+            unwrapped.policy,
+            sft_path,
+            reward_model,
+            tokenizer,
+            held_out,
+            max_new_tokens=training_args.win_rate_max_new_tokens or training_args.response_length,
+            batch_size=training_args.per_device_eval_batch_size,
+            samples_file=os.path.join(training_args.output_dir, "win_rate_samples.jsonl"),
+        )
+        trainer.log_metrics("win_rate", win_rate)
+        trainer.save_metrics("win_rate", win_rate)
+        metrics.update({f"eval_{key}": value for key, value in win_rate.items()})
+
+    ###################
+    # Save and push
+    ###################
+    if trainer.is_world_process_zero():
+        # TRL saves only the policy; the value model is what a later PPO run would continue from.
+        value_dir = os.path.join(training_args.output_dir, VALUE_MODEL_DIR_NAME)
+        unwrapped.value_model.save_pretrained(value_dir)
+        tokenizer.save_pretrained(value_dir)
+    save_and_push(
+        trainer,
+        "ppo",
+        recipe_args=(model_args, data_args, training_args),
+        data_args=data_args,
+        dataset=raw,
+        metrics=metrics,
+        base_model=sft_model,
+    )
+    if training_args.merge_adapter and trainer.is_world_process_zero():
+        if peft_config is None:
+            logger.warning("--merge_adapter: nothing to merge, the policy was trained in full (--use_peft false)")
+        else:
+            merged_dir = os.path.join(training_args.output_dir, MERGED_DIR_NAME)
+            merge_adapter(training_args.output_dir, merged_dir)
+            logger.info(f"Merged PPO policy (no PEFT needed to load it): {merged_dir}")
+    return metrics
+
+
+if __name__ == "__main__":
+    parser = TrlParser((ModelConfig, DataArguments, PPOConfig))
+    apply_cpu_safe_defaults(parser)
+    with exit_on_user_error("ppo.py"):
+        main(*parser.parse_args_and_config())

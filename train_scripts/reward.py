@@ -1,0 +1,186 @@
+"""Train a reward model on preference pairs (stage reward, the first half of RLHF).
+
+Starts from the SFT model (`sft.py`'s output: a merged model or a LoRA adapter, merged here once), puts a one-output
+`score` head on its last non-pad token (`AutoModelForSequenceClassification`, `num_labels=1`), and trains it with
+TRL's `RewardTrainer` to score `prompt + chosen` above `prompt + rejected`. Plain-text prompts are rendered as the user
+turn of the SFT model's chat template, so the reward model reads prompts exactly as the policy will write after them.
+Pairwise accuracy and margin on the held-out pairs are logged at every evaluation (`eval_accuracy`, `eval_margin`).
+Pairs longer than `--max_length` (default: the model's context) are counted and reported, then truncated (keeping the
+end the head reads) or dropped by `--overlong_strategy`; never dropped in silence. LoRA (`--use_peft true`, task type
+`SEQ_CLS`, so the new head is trained and saved) or full fine-tuning; `--merge_adapter` also writes
+`OUTPUT_DIR/merged`.
+
+Usage:
+
+    # 2 CPU cores, a few minutes, on pydocs from the tiny SFT output
+    accelerate launch --config_file accelerate_configs/cpu.yaml train_scripts/reward.py \
+        --config train_scripts/configs/reward/tiny.yaml \
+        --model_name_or_path outputs/sft-tiny --output_dir outputs/reward-tiny
+
+    # Your own preference file (JSON Lines with prompt/chosen/rejected, or chosen/rejected conversations)
+    accelerate launch --config_file accelerate_configs/single_gpu.yaml train_scripts/reward.py \
+        --config train_scripts/configs/reward/gpt2-124m.yaml --model_name_or_path outputs/sft-gpt2 \
+        --dataset_name data/prefs.jsonl --prompt_column question --chosen_column good --rejected_column bad \
+        --output_dir outputs/reward-gpt2
+
+Any recipe key can be overridden on the command line, e.g. `--max_steps 200 --learning_rate 1e-4`.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import os
+from dataclasses import dataclass, field
+
+import trl
+from transformers import set_seed
+from transformers.utils import logging
+from trl import ModelConfig, TrlParser
+
+import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
+from hf_llm.data import DataArguments, load_dataset_from_args
+from hf_llm.errors import UsageError, exit_on_user_error
+from hf_llm.training import (
+    AtomicCheckpointMixin,
+    NonFiniteGuardCallback,
+    ThroughputCallback,
+    add_callbacks,
+    final_eval_metrics,
+    resolve_resume_checkpoint,
+    save_and_push,
+)
+from hf_llm.training.alignment import prepare_preference_dataset, resolve_sft_checkpoint, tokenize_reward_pairs
+from hf_llm.training.finetuning import (
+    MERGED_DIR_NAME,
+    apply_cpu_safe_defaults,
+    count_trainable_parameters,
+    get_stage_peft_config,
+    load_model_for_stage,
+    load_tokenizer_for_stage,
+    merge_adapter,
+)
+
+logger = logging.get_logger("hf_llm.reward")
+
+
+@dataclass
+class RewardConfig(trl.RewardConfig):
+    """
+    TRL's `RewardConfig` (every flag works unchanged) plus:
+
+    Args:
+        max_length (`int`, *optional*):
+            Most tokens in `prompt + answer`; defaults to the model's context (TRL's 1024 would exceed it).
+        merge_adapter (`bool`, defaults to `False`):
+            After LoRA training, also write a standalone merged reward model to `OUTPUT_DIR/merged`.
+    """
+
+    max_length: int | None = field(
+        default=None, metadata={"help": "Most tokens in prompt + answer; default: the model's context."}
+    )
+    merge_adapter: bool = field(
+        default=False, metadata={"help": "After LoRA training, also save a merged model in OUTPUT_DIR/merged."}
+    )
+
+
+class RewardTrainer(AtomicCheckpointMixin, trl.RewardTrainer):
+    """TRL's `RewardTrainer` with atomic checkpoints."""
+
+
+def main(model_args: ModelConfig, data_args: DataArguments, training_args: RewardConfig) -> dict[str, float]:
+    """Train a reward model; returns the final train and held-out metrics (`eval_accuracy`, `eval_margin`)."""
+    if data_args.dataset_name is None:
+        raise UsageError("no preference data: pass --dataset_name (a Hub id, a local JSON/CSV file, or 'pydocs').")
+    set_seed(training_args.seed)
+    std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
+    resume_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+
+    ###################
+    # Dataset
+    ###################
+    with training_args.main_process_first(desc="loading the dataset"):
+        raw = load_dataset_from_args(data_args, "preference", seed=training_args.seed)
+        pairs = prepare_preference_dataset(raw, data_args.dataset_name)
+
+    ###################
+    # Model & tokenizer
+    ###################
+    sft_model = model_args.model_name_or_path
+    with training_args.main_process_first(desc="preparing the SFT model"):
+        if sft_model is not None:
+            model_args.model_name_or_path = resolve_sft_checkpoint(sft_model)
+        tokenizer = load_tokenizer_for_stage(model_args, "reward", trust_remote_code=training_args.trust_remote_code)
+        model = load_model_for_stage(
+            model_args,
+            "reward",
+            tokenizer,
+            trust_remote_code=training_args.trust_remote_code,
+            gradient_checkpointing=training_args.gradient_checkpointing,
+            num_labels=1,
+        )
+    model_args.model_name_or_path = sft_model
+    context = model.config.max_position_embeddings
+    if training_args.max_length is None or training_args.max_length > context:
+        training_args.max_length = context
+    peft_config = get_stage_peft_config(model_args, "reward")
+
+    with training_args.main_process_first(desc="tokenizing"):
+        splits = {
+            split: tokenize_reward_pairs(
+                rows,
+                tokenizer,
+                max_length=training_args.max_length,
+                strategy=data_args.overlong_strategy,
+                split=split,
+            )
+            for split, rows in pairs.items()
+        }
+    eval_dataset = splits.get("validation") if training_args.eval_strategy != "no" else None
+
+    ###################
+    # Training
+    ###################
+    trainer = RewardTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits["train"],
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    trainable, total = count_trainable_parameters(trainer.model)
+    logger.info(f"Training {trainable:,} of {total:,} parameters ({'LoRA' if peft_config else 'full fine-tuning'})")
+    add_callbacks(trainer, [NonFiniteGuardCallback(), ThroughputCallback()])
+    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    metrics = {**train_result.metrics, **final_eval_metrics(trainer)}
+
+    ###################
+    # Save and push
+    ###################
+    save_and_push(
+        trainer,
+        "reward",
+        recipe_args=(model_args, data_args, training_args),
+        data_args=data_args,
+        dataset=raw,
+        metrics=metrics,
+        base_model=sft_model,
+    )
+    if training_args.merge_adapter and trainer.is_world_process_zero():
+        if peft_config is None:
+            logger.warning("--merge_adapter: nothing to merge, the model was fine-tuned in full (--use_peft false)")
+        else:
+            merged_dir = merge_adapter(
+                training_args.output_dir, os.path.join(training_args.output_dir, MERGED_DIR_NAME), num_labels=1
+            )
+            logger.info(f"Merged reward model (no PEFT needed to load it): {merged_dir}")
+    return metrics
+
+
+if __name__ == "__main__":
+    parser = TrlParser((ModelConfig, DataArguments, RewardConfig))
+    apply_cpu_safe_defaults(parser)
+    with exit_on_user_error("reward.py"):
+        main(*parser.parse_args_and_config())
