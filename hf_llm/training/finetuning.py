@@ -435,7 +435,7 @@ def load_adapter_model(
     Load a LoRA adapter on its base with `AutoPeftModelFor*` (the class follows the adapter's `task_type`).
 
     A classifier adapter stores only the trained `score` weights, so the base must be built with the right head size:
-    `num_labels` defaults to the `id2label` that `classifier.py` writes next to the adapter (`config.json`).
+    `num_labels` defaults to the classes `classifier.py` writes next to the adapter (`labels.json`).
 
     Args:
         adapter_dir (`str`): An adapter directory or Hub repo id.
@@ -461,7 +461,7 @@ def load_adapter_model(
             num_labels = len(labels)
         if num_labels is None:
             raise UsageError(
-                f"{adapter_dir} is a classifier adapter with no config.json to read its labels from: pass "
+                f"{adapter_dir} is a classifier adapter with no labels.json to read its classes from: pass "
                 "--num_labels (the number of classes it was trained on)."
             )
         kwargs["num_labels"] = num_labels
@@ -477,16 +477,17 @@ def load_adapter_model(
 
 
 def _saved_labels(adapter_dir: str, revision: str | None, token: str | None) -> list[str] | None:
+    """The classes `classifier.py` recorded next to its adapter (`labels.json`), or `None`."""
     from transformers.utils import cached_file
 
     path = cached_file(
-        adapter_dir, "config.json", revision=revision, token=token, _raise_exceptions_for_missing_entries=False
+        adapter_dir, "labels.json", revision=revision, token=token, _raise_exceptions_for_missing_entries=False
     )
     if path is None:
         return None
     with open(path, encoding="utf-8") as f:
-        id2label = json.load(f).get("id2label")
-    return [id2label[str(i)] for i in range(len(id2label))] if id2label else None
+        id2label = json.load(f).get("id2label") or {}
+    return [id2label[str(i)] for i in range(len(id2label))] or None
 
 
 def merge_adapter(
@@ -508,7 +509,7 @@ def merge_adapter(
     Args:
         adapter_dir (`str`): An adapter directory or Hub repo id (`hf-llm merge ADAPTER_DIR`).
         output_dir (`str`): Where to write the merged model.
-        num_labels (`int`, *optional*): For a classifier adapter without its `config.json` (see
+        num_labels (`int`, *optional*): For a classifier adapter without its `labels.json` (see
             [`load_adapter_model`]).
         revision (`str`, *optional*): Hub revision of the adapter.
         token (`str`, *optional*): Hub token.
@@ -537,7 +538,7 @@ def merge_adapter(
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)
     if os.path.isdir(adapter_dir):
-        for name in ("recipe.yaml", "data_fingerprint.json"):
+        for name in ("recipe.yaml", "data_fingerprint.json", "labels.json"):
             if os.path.isfile(os.path.join(adapter_dir, name)):
                 shutil.copy2(os.path.join(adapter_dir, name), os.path.join(output_dir, name))
     logger.info(f"Merged adapter {adapter_dir} into {base_model}: saved to {os.path.abspath(output_dir)}")
