@@ -24,7 +24,6 @@ import logging as std_logging
 
 from transformers import set_seed
 from transformers.utils import logging
-from trl import TrlParser
 
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
@@ -36,6 +35,7 @@ from hf_llm.training import (
     NonFiniteGuardCallback,
     PerplexityCallback,
     PretrainConfig,
+    RecipeParser,
     ThroughputCallback,
     add_callbacks,
     check_checkpoint_matches_model,
@@ -118,6 +118,6 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
 
 
 if __name__ == "__main__":
-    parser = TrlParser((ModelArguments, DataArguments, PretrainConfig))
+    parser = RecipeParser((ModelArguments, DataArguments, PretrainConfig))
     with exit_on_user_error("pretrain.py"):
         main(*parser.parse_args_and_config())

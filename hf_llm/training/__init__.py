@@ -31,6 +31,7 @@ from .checkpointing import (
 )
 from .finalize import final_eval_metrics, prepare_tokenizer, save_and_push
 from .output_dir import OutputDirArguments, check_output_dir
+from .parser import RecipeParser
 from .presets import MODEL_PRESETS
 from .recipes import RECIPE_NAME, recipe_dict, save_recipe
 
@@ -46,6 +47,7 @@ __all__ = [
     "OutputDirArguments",
     "PerplexityCallback",
     "PretrainConfig",
+    "RecipeParser",
     "RunAlreadyFinished",
     "ThroughputCallback",
     "add_callbacks",

@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase, TrainingArguments
 from transformers.utils import logging
 
 from hf_llm.errors import UsageError, one_line
+from hf_llm.loading import check_attn_implementation, check_model_source, local_path_exists
 from hf_llm.models.gpt.configuration_gpt import POSITION_EMBEDDING_TYPES, GPTConfig
 
 from .output_dir import OutputDirArguments
@@ -110,6 +111,13 @@ class ModelArguments:
                 "brings its own shape."
             )
             self.model_preset = None
+        # A kernel this machine lacks (flash-attn) is refused now, at parse time, not after the data is loaded.
+        check_attn_implementation(self.attn_implementation)
+        # So is a missing or broken model directory (the tokenizer would otherwise fail on it with a Hub message).
+        if self.model_name_or_path is not None:
+            check_model_source(self.model_name_or_path)
+        if self.tokenizer_name_or_path is not None:
+            local_path_exists(self.tokenizer_name_or_path, "--tokenizer_name_or_path")
         if self.position_embedding_type is not None and self.position_embedding_type not in POSITION_EMBEDDING_TYPES:
             raise ValueError(
                 f"--position_embedding_type {self.position_embedding_type!r} is unknown; choose one of "

@@ -27,6 +27,7 @@ from hf_llm.data import (
     split_documents,
     tokenize_texts,
 )
+from hf_llm.loading import from_pretrained
 from hf_llm.tokenizer import PAD_TOKEN, train_tokenizer
 
 from .arguments import ModelArguments, attn_implementation_errors, build_gpt_config
@@ -102,7 +103,8 @@ def build_or_load_causal_lm(model_args: ModelArguments, tokenizer: PreTrainedTok
     """
     with attn_implementation_errors(model_args.attn_implementation):
         if model_args.model_name_or_path is not None:
-            model = AutoModelForCausalLM.from_pretrained(
+            model = from_pretrained(
+                AutoModelForCausalLM,
                 model_args.model_name_or_path,
                 revision=model_args.model_revision,
                 dtype=model_args.dtype,
