@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Any
 
 import yaml
+from datasets import DatasetDict
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
@@ -267,4 +269,45 @@ def push_output_dir(
         ignore_patterns=PUSH_IGNORE_PATTERNS,
     )
     logger.info(f"Pushed {output_dir} to {repo_url} ({commit.oid})")
+    return str(repo_url)
+
+
+def push_dataset(
+    dataset: DatasetDict,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    card: str | None = None,
+    commit_message: str = "Upload dataset with hf_llm",
+) -> str:
+    """Push a `DatasetDict` as a dataset repo that `datasets.load_dataset(repo_id)` reads back, in one commit.
+
+    Each split is written as `data/<split>-00000-of-00001.parquet` (the layout the Hub's loader maps to splits by
+    file name), with `card` as the repo's `README.md`.
+
+    Args:
+        dataset (`DatasetDict`): The splits to push.
+        repo_id (`str`): The dataset repo, `namespace/name`.
+        private (`bool`, defaults to `False`): Create the repo private (an existing repo keeps its visibility).
+        token (`str`, *optional*): A Hub token with write access; defaults to `HF_TOKEN` or the saved login.
+        card (`str`, *optional*): The dataset card; defaults to a short one listing the splits.
+        commit_message (`str`): The commit message.
+
+    Returns:
+        `str`: The URL of the dataset repo.
+    """
+    api = HfApi(token=token)
+    repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        os.makedirs(os.path.join(folder, "data"))
+        for split, split_dataset in dataset.items():
+            split_dataset.to_parquet(os.path.join(folder, "data", f"{split}-00000-of-00001.parquet"))
+        rows = ", ".join(f"{split}: {len(split_dataset)} rows" for split, split_dataset in dataset.items())
+        with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
+            f.write(card or f"# {repo_id.split('/')[-1]}\n\nPushed with hf_llm ({rows}).\n")
+        api.upload_folder(
+            repo_id=repo_url.repo_id, repo_type="dataset", folder_path=folder, commit_message=commit_message
+        )
+    logger.info(f"Pushed the dataset ({rows}) to {repo_url}")
     return str(repo_url)

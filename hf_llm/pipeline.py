@@ -1,37 +1,60 @@
-"""`hf-llm pipeline`: run the stages one after another from the checkout, then write `report.md`.
+"""`hf-llm pipeline`: the whole life of a model in one command, stage after stage, then a report.
 
-Each stage is its own script (`train_scripts/<stage>.py`, `eval/evaluate_model.py`) started as a subprocess, as a
-user would start it; the pipeline stops at the first failure and reports what ran, how long, and the numbers each
-stage wrote.
+    tokenizer → pretrain → eval → classifier → eval → sft → eval → reward → eval → ppo → eval → dpo → eval → report
+
+Each training stage is its own script (`train_scripts/<stage>.py`) started with `accelerate launch` and its
+`--preset` recipe (`train_scripts/configs/<stage>/<preset>.yaml`), exactly as a user would start it; each evaluation is
+`eval/evaluate_model.py`. Every step writes its full output to `OUTPUT_DIR/logs/<step>.log` while the terminal shows
+one live line (step, progress, elapsed time). `OUTPUT_DIR/pipeline_state.json` records the finished steps: a re-run
+skips them, and a training stage that was interrupted resumes from its last complete checkpoint
+(`--resume_from_checkpoint latest`). A failed step stops the run naming the step, its one-line error and its log.
+Stages run in their own process group, so Ctrl-C or a SIGTERM to the pipeline stops the whole stage (`accelerate
+launch`'s child processes included) instead of leaving it running.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .evaluation.report import plot_curve
+import yaml
 
-PIPELINE_STAGES = ("pretrain", "eval_pretrain")
+from .errors import UsageError
+from .stages import STAGE_NAMES
+
+STATE_FILE = "pipeline_state.json"
+TRAINING_STAGES = ("tokenizer", *STAGE_NAMES)
+# The evaluation run after each training stage: its task and which earlier outputs it reads.
+EVALUATED_STAGES = ("pretrain", "classifier", "sft", "reward", "ppo", "dpo")
 
 
 @dataclass
-class PipelineStage:
-    """One step of `hf-llm pipeline`: a command run from the checkout, and the directory it fills."""
+class PipelineStep:
+    """One step of `hf-llm pipeline`: a command run from the checkout, the directory it fills and its log."""
 
     name: str
+    """`tokenizer`, a stage name (`pretrain`, `sft`, ...), or `eval-<what>` for an evaluation."""
+    stage: str
+    """The stage this step belongs to (`--stages` selects by it): `tokenizer` or one of `hf_llm.stages.STAGE_NAMES`."""
     command: list[str]
     output_dir: Path
+    done_file: str
+    """A file the step writes last; with the state file it tells a finished step from an interrupted one."""
+    log_file: Path = field(default=Path())
 
 
 def find_checkout(repo_dir: str | None = None) -> Path:
-    """The hf_llm checkout whose `train_scripts/` and `eval/` the pipeline runs (DESIGN §2).
+    """The hf_llm checkout whose `train_scripts/` and `eval/` the pipeline runs.
 
     Raises:
         FileNotFoundError: when no checkout is found, saying how to fix it.
@@ -52,113 +75,326 @@ def resolve_in_checkout(path: str, checkout: Path) -> Path:
     return Path(path).resolve() if Path(path).exists() else checkout / path
 
 
-def build_pipeline(args: argparse.Namespace, checkout: Path) -> list[PipelineStage]:
-    """The stage commands, in order, for the stages named by `--stages`."""
-    output_dir = Path(args.output_dir).resolve()
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(resolve_in_checkout(args.accelerate_config, checkout)),
-    ]
-    pretrain_dir = output_dir / "pretrain"
-    pretrain = [
-        *launch,
-        str(checkout / "train_scripts" / "pretrain.py"),
+def _per_stage_values(values: list[str], flag: str) -> dict[str, str]:
+    """`["pydocs", "classifier=sms.csv"]` -> `{"": "pydocs", "classifier": "sms.csv"}` (the empty key: every stage)."""
+    parsed: dict[str, str] = {}
+    for value in values:
+        stage, sep, rest = value.partition("=")
+        if sep and stage in TRAINING_STAGES:
+            parsed[stage] = rest
+        elif sep and re.fullmatch(r"[a-z_]+", stage):
+            raise UsageError(f"{flag} {value!r}: unknown stage {stage!r}; stages are {list(TRAINING_STAGES)}.")
+        else:
+            parsed[""] = value
+    return parsed
+
+
+def build_steps(args: argparse.Namespace, checkout: Path) -> list[PipelineStep]:
+    """
+    The pipeline's steps, in order, for the stages named by `--stages`: each training stage with its recipe and the
+    earlier outputs it reads, each followed by its evaluation on the test split.
+
+    Raises:
+        UsageError: when a stage's recipe for `--preset` does not exist.
+    """
+    out = Path(args.output_dir).resolve()
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+    launch.append(str(resolve_in_checkout(args.accelerate_config, checkout)))
+    datasets = _per_stage_values(args.dataset_name or ["pydocs"], "--dataset_name")
+    extra = {stage: shlex.split(flags) for stage, flags in _per_stage_values(args.stage_args, "--stage_args").items()}
+    if "" in extra:
+        raise UsageError("--stage_args needs a stage: e.g. --stage_args 'sft=--max_steps 20'.")
+
+    def dataset(stage: str) -> list[str]:
+        name = datasets.get(stage, datasets.get(""))
+        return ["--dataset_name", name] if name else []
+
+    def recipe(stage: str) -> Path:
+        path = checkout / "train_scripts" / "configs" / stage / f"{args.preset}.yaml"
+        if stage in args.stages and not path.is_file():
+            available = sorted(p.stem for p in path.parent.glob("*.yaml"))
+            raise UsageError(f"--preset {args.preset!r} has no {stage} recipe ({path}); presets there: {available}.")
+        return path
+
+    def hub(stage: str) -> list[str]:
+        if not args.push_to_hub:
+            return []
+        return ["--push_to_hub", "true", "--hub_model_id", f"{args.hub_namespace}/{args.hub_prefix}-{stage}"]
+
+    def train(stage: str, *inputs: str) -> PipelineStep:
+        command = [*launch, str(checkout / "train_scripts" / f"{stage}.py"), "--config", str(recipe(stage))]
+        command += [*inputs, *dataset(stage), "--output_dir", str(out / stage), "--resume_from_checkpoint", "latest"]
+        if (
+            args.max_steps is not None and stage != "ppo"
+        ):  # PPO counts episodes (--stage_args 'ppo=--total_episodes N')
+            command += ["--max_steps", str(args.max_steps)]
+        command += [*hub(stage), *extra.get(stage, [])]
+        return PipelineStep(stage, stage, command, out / stage, done_file="README.md")
+
+    def evaluate(name: str, stage: str, task: str, model: str, *inputs: str) -> PipelineStep:
+        command = [sys.executable, str(checkout / "eval" / "evaluate_model.py"), "--model_name_or_path", model]
+        command += ["--task", task, *inputs, *dataset(stage), "--split", "test", "--output_dir", str(out / name)]
+        if args.max_eval_samples is not None:
+            command += ["--max_eval_samples", str(args.max_eval_samples)]
+        return PipelineStep(name, stage, command, out / name, done_file="metrics.json")
+
+    pretrain_recipe = yaml.safe_load(recipe("pretrain").read_text()) if recipe("pretrain").is_file() else {}
+    own_tokenizer = not (pretrain_recipe.get("tokenizer_name_or_path") or pretrain_recipe.get("model_name_or_path"))
+    tokenizer_recipe = checkout / "train_scripts" / "configs" / "tokenizer" / "pydocs.yaml"
+    tokenizer_command = [sys.executable, str(checkout / "train_scripts" / "train_tokenizer.py")]
+    tokenizer_command += [
         "--config",
-        str(resolve_in_checkout(args.pretrain_config, checkout)),
+        str(tokenizer_recipe),
+        *dataset("tokenizer"),
         "--output_dir",
-        str(pretrain_dir),
-        "--dataset_name",
-        args.dataset_name,
+        str(out / "tokenizer"),
     ]
-    if args.max_steps is not None:
-        pretrain += ["--max_steps", str(args.max_steps)]
-    eval_dir = output_dir / "eval-pretrain"
-    evaluate = [
-        sys.executable,
-        str(checkout / "eval" / "evaluate_model.py"),
-        "--model_name_or_path",
-        str(pretrain_dir),
-        "--task",
-        "pretrain",
-        "--dataset_name",
-        args.dataset_name,
-        "--split",
-        "test",
-        "--output_dir",
-        str(eval_dir),
+    tokenizer_command += [*hub("tokenizer"), *extra.get("tokenizer", [])]
+
+    pretrain, sft, reward = str(out / "pretrain"), str(out / "sft"), str(out / "reward")
+    win_rate = ["--reference_model_name_or_path", sft, "--reward_model_name_or_path", reward]
+    steps = []
+    if own_tokenizer:
+        steps.append(PipelineStep("tokenizer", "tokenizer", tokenizer_command, out / "tokenizer", "tokenizer.json"))
+    steps += [
+        train("pretrain", *(["--tokenizer_name_or_path", str(out / "tokenizer")] if own_tokenizer else [])),
+        evaluate("eval-pretrain", "pretrain", "pretrain", pretrain),
+        train("classifier", "--model_name_or_path", pretrain),
+        evaluate("eval-classifier", "classifier", "classifier", str(out / "classifier")),
+        evaluate("eval-sft-before", "sft", "sft", pretrain),
+        train("sft", "--model_name_or_path", pretrain),
+        evaluate("eval-sft", "sft", "sft", sft),
+        train("reward", "--model_name_or_path", sft),
+        evaluate("eval-reward", "reward", "reward", reward),
+        train("ppo", "--model_name_or_path", sft, "--reward_model_path", reward),
+        evaluate("eval-ppo", "ppo", "win_rate", str(out / "ppo"), *win_rate),
+        train("dpo", "--model_name_or_path", sft, "--reward_model_path", reward),
+        evaluate("eval-dpo", "dpo", "win_rate", str(out / "dpo"), *win_rate),
     ]
-    stages = [
-        PipelineStage("pretrain", pretrain, pretrain_dir),
-        PipelineStage("eval_pretrain", evaluate, eval_dir),
-    ]
-    return [stage for stage in stages if stage.name in args.stages]
+    steps = [step for step in steps if step.stage in args.stages]
+    for step in steps:
+        step.log_file = out / "logs" / f"{step.name}.log"
+    return steps
 
 
-def pretrain_curve(trainer_state: Path, plot_path: Path) -> list[tuple[int, float]]:
-    """Read `eval_perplexity` per step from `trainer_state.json` and plot it."""
-    history = json.loads(trainer_state.read_text())["log_history"]
-    points = [(entry["step"], entry["eval_perplexity"]) for entry in history if "eval_perplexity" in entry]
-    if points:
-        plot_curve(points, plot_path, ylabel="validation perplexity", title="Pretraining", log_scale=True)
-    return points
+class PipelineState:
+    """`OUTPUT_DIR/pipeline_state.json`: per step, whether it finished, how long it took and the command it ran."""
+
+    def __init__(self, output_dir: Path):
+        self.path = output_dir / STATE_FILE
+        self.steps: dict[str, dict] = json.loads(self.path.read_text())["steps"] if self.path.is_file() else {}
+
+    def is_done(self, step: PipelineStep) -> bool:
+        return self.steps.get(step.name, {}).get("status") == "done" and (step.output_dir / step.done_file).is_file()
+
+    def record(self, step: PipelineStep, status: str, seconds: float) -> None:
+        previous = self.steps.get(step.name, {})
+        self.steps[step.name] = {
+            "status": status,
+            # An interrupted-then-resumed stage took the sum of its attempts.
+            "seconds": seconds + (previous.get("seconds", 0.0) if previous.get("status") != "done" else 0.0),
+            "command": shlex.join(step.command),
+            "log_file": str(step.log_file),
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"steps": self.steps}, indent=2) + "\n")
+        os.replace(tmp, self.path)
 
 
-def write_report(output_dir: Path, stages: list[PipelineStage], seconds: dict[str, float]) -> Path:
-    """`report.md`: what ran, how long, and the numbers each stage wrote."""
-    lines = ["# hf_llm pipeline report", "", "| stage | output | seconds |", "|---|---|---|"]
-    lines += [f"| {s.name} | `{s.output_dir}` | {seconds.get(s.name, 0):.0f} |" for s in stages]
-    trainer_state = output_dir / "pretrain" / "trainer_state.json"
-    if trainer_state.exists():
-        points = pretrain_curve(trainer_state, output_dir / "pretrain_perplexity.png")
-        if points:
-            lines += ["", "## Pretraining", "", "| step | validation perplexity |", "|---|---|"]
-            lines += [f"| {step} | {value:.2f} |" for step, value in points]
-            lines += ["", "![validation perplexity](pretrain_perplexity.png)"]
-    for stage in stages:
-        metrics_md = stage.output_dir / "metrics.md"
-        if metrics_md.exists():
-            # Nest the stage's own headings one level under this report's section.
-            stage_lines = [
-                f"#{line}" if line.startswith("#") else line for line in metrics_md.read_text().splitlines()
-            ]
-            lines += ["", f"## {stage.name}", "", *stage_lines]
-    report = output_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    return report
+_PROGRESS = re.compile(r"(\d+)/(\d+) \[")
+_ONE_LINE_ERROR = re.compile(r"^\S+(?: \S+)?: error: .+$", re.MULTILINE)
+
+
+def _log_tail(log_file: Path, size: int = 8192) -> str:
+    if not log_file.is_file():
+        return ""
+    with open(log_file, "rb") as f:
+        f.seek(max(0, log_file.stat().st_size - size))
+        return f.read().decode("utf-8", errors="replace")
+
+
+def progress_of(log_file: Path) -> str:
+    """The last progress-bar count (`45/300`) in a step's log, or `""`."""
+    matches = _PROGRESS.findall(_log_tail(log_file))
+    return f"{matches[-1][0]}/{matches[-1][1]}" if matches else ""
+
+
+def failure_summary(log_file: Path) -> str:
+    """A failed step's one-line error (`sft.py: error: ...`) from its log, else the log's last line."""
+    tail = _log_tail(log_file, 65536)
+    errors = _ONE_LINE_ERROR.findall(tail)
+    if errors:
+        return errors[-1].strip()
+    lines = [line.strip() for line in re.split(r"[\r\n]+", tail) if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def _elapsed(seconds: float) -> str:
+    return f"{int(seconds // 60):d}:{int(seconds % 60):02d}"
+
+
+class StepRunner:
+    """Runs one step in its own process group with its output in its log file, showing a live status line."""
+
+    def __init__(self, checkout: Path, interactive: bool):
+        self.checkout = checkout
+        self.interactive = interactive
+
+    def run(self, step: PipelineStep, label: str) -> int:
+        step.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(step.log_file, "ab") as log:
+            log.write(f"\n$ {shlex.join(step.command)}\n".encode())
+            log.flush()
+            process = subprocess.Popen(
+                step.command, cwd=self.checkout, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            stop = threading.Event()
+            display = threading.Thread(target=self._show, args=(process, step, label, stop), daemon=True)
+            display.start()
+            try:
+                return process.wait()
+            except BaseException:
+                _stop_process_group(process)
+                raise
+            finally:
+                stop.set()
+                display.join()
+
+    def _show(self, process: subprocess.Popen, step: PipelineStep, label: str, stop: threading.Event) -> None:
+        start = time.monotonic()
+        last_print = start
+        while not stop.wait(0.5):
+            now = time.monotonic()
+            status = f"{label} {step.name:<16} {progress_of(step.log_file):>10}  {_elapsed(now - start)}"
+            if self.interactive:
+                print(f"\r{status}", end="", flush=True)
+            elif now - last_print >= 30:
+                print(status, flush=True)
+                last_print = now
+        if self.interactive:
+            print("\r\033[K", end="", flush=True)
+
+
+def _stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a stage and everything it started (accelerate launch's workers): SIGTERM, then SIGKILL after 15 s."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    """`hf-llm pipeline`: run each stage as a subprocess from the checkout, stop at the first failure, write the
-    report."""
+    """`hf-llm pipeline`: run the steps not yet done, stop at the first failure, then write the report."""
+    from .pipeline_report import write_pipeline_report
+
+    if args.push_to_hub and not args.hub_namespace:
+        raise UsageError("--push_to_hub needs --hub_namespace (your user or organisation name on the Hub).")
     checkout = find_checkout(args.repo_dir)
     output_dir = Path(args.output_dir).resolve()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"--output_dir {output_dir} is a file; pass a directory.")
+    steps = build_steps(args, checkout)
     output_dir.mkdir(parents=True, exist_ok=True)
-    stages = build_pipeline(args, checkout)
-    seconds: dict[str, float] = {}
-    for index, stage in enumerate(stages, start=1):
-        print(f"\n[{index}/{len(stages)}] {stage.name}: {shlex.join(stage.command)}", flush=True)
-        start = time.perf_counter()
-        result = subprocess.run(stage.command, cwd=checkout)
-        seconds[stage.name] = time.perf_counter() - start
-        if result.returncode != 0:
-            print(f"hf-llm pipeline: stage {stage.name!r} failed (exit {result.returncode}); see its output above.")
-            return result.returncode
-    report = write_report(output_dir, stages, seconds)
-    print(f"\nhf-llm pipeline: done. Report: {report}")
+    state = PipelineState(output_dir)
+    runner = StepRunner(checkout, interactive=sys.stdout.isatty())
+    print(f"hf-llm pipeline: {len(steps)} steps into {output_dir} (logs in {output_dir / 'logs'})", flush=True)
+    # SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C, so the running stage's process group is stopped.
+    previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        for index, step in enumerate(steps, start=1):
+            label = f"[{index:>2}/{len(steps)}]"
+            if state.is_done(step):
+                print(f"{label} {step.name:<16} done earlier, skipped", flush=True)
+                continue
+            if args.push_to_hub and step.name == "pretrain":
+                _push_datasets(args, output_dir)
+            resumed = " (resuming)" if state.steps.get(step.name, {}).get("status") == "interrupted" else ""
+            start = time.monotonic()
+            try:
+                returncode = runner.run(step, label)
+            except KeyboardInterrupt:
+                state.record(step, "interrupted", time.monotonic() - start)
+                print(f"\nhf-llm pipeline: interrupted during {step.name}; run the same command to resume.")
+                return 130
+            seconds = time.monotonic() - start
+            if returncode != 0:
+                state.record(step, "failed", seconds)
+                print(
+                    f"hf-llm pipeline: error: stage {step.name!r} failed (exit {returncode}): "
+                    f"{failure_summary(step.log_file)} (full log: {step.log_file})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return returncode
+            state.record(step, "done", seconds)
+            print(f"{label} {step.name:<16} done in {_elapsed(seconds)}{resumed}", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    report = write_pipeline_report(output_dir, steps, state.steps)
+    print(f"hf-llm pipeline: done. Report: {report} and {report.with_suffix('.html')}")
     return 0
+
+
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _push_datasets(args: argparse.Namespace, output_dir: Path) -> None:
+    """Push the data every stage trains on, one dataset repo per data format, before the first model is pushed."""
+    from .data import load_task_dataset
+    from .hub import push_dataset
+
+    datasets = _per_stage_values(args.dataset_name or ["pydocs"], "--dataset_name")
+    if datasets.get("", "pydocs") != "pydocs":
+        return  # the user's own data stays where it is
+    for data_format in ("text", "classification", "instruction", "preference"):
+        repo_id = f"{args.hub_namespace}/{args.hub_prefix}-pydocs-{data_format}"
+        push_dataset(load_task_dataset("pydocs", data_format), repo_id, private=args.hub_private_repo)
 
 
 def add_pipeline_command(commands: argparse._SubParsersAction) -> None:
     """`hf-llm pipeline` and its flags."""
-    pipeline = commands.add_parser("pipeline", help="run every stage on the bundled data and write report.md")
-    pipeline.add_argument("--output_dir", default="outputs/pipeline")
-    pipeline.add_argument("--dataset_name", default="pydocs")
+    pipeline = commands.add_parser(
+        "pipeline",
+        help="run every stage (tokenizer, pretrain, classifier, sft, reward, ppo, dpo) and write a report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pipeline.add_argument("--output_dir", default="outputs/pipeline", help="one sub-directory per step, logs, report")
+    pipeline.add_argument("--preset", default="tiny", help="recipe name: train_scripts/configs/<stage>/<preset>.yaml")
+    pipeline.add_argument(
+        "--stages",
+        nargs="+",
+        default=list(TRAINING_STAGES),
+        choices=TRAINING_STAGES,
+        help="stages to run (each with its evaluation); default: all",
+    )
+    pipeline.add_argument(
+        "--dataset_name",
+        action="append",
+        default=None,
+        metavar="[STAGE=]NAME",
+        help="data for every stage (default: the bundled pydocs), or for one: --dataset_name classifier=sms.csv",
+    )
+    pipeline.add_argument(
+        "--stage_args",
+        action="append",
+        default=[],
+        metavar="STAGE=FLAGS",
+        help="extra flags for one stage's script, e.g. --stage_args 'ppo=--total_episodes 64'",
+    )
     pipeline.add_argument("--accelerate_config", default="accelerate_configs/cpu.yaml")
-    pipeline.add_argument("--pretrain_config", default="train_scripts/configs/pretrain/tiny.yaml")
-    pipeline.add_argument("--max_steps", type=int, default=None, help="override the pretraining recipe's max_steps")
-    pipeline.add_argument("--stages", nargs="+", default=list(PIPELINE_STAGES), choices=PIPELINE_STAGES)
+    pipeline.add_argument("--max_steps", type=int, default=None, help="override every training recipe's max_steps")
+    pipeline.add_argument("--max_eval_samples", type=int, default=None, help="cap every evaluation's examples")
+    pipeline.add_argument("--push_to_hub", action="store_true", help="push every stage's model and the data")
+    pipeline.add_argument("--hub_namespace", default=None, help="Hub user or organisation to push to")
+    pipeline.add_argument("--hub_prefix", default="hf-llm", help="repo names: <namespace>/<prefix>-<stage>")
+    pipeline.add_argument("--hub_private_repo", action="store_true")
     pipeline.add_argument("--repo_dir", default=None, help="the hf_llm checkout (default: the installed one)")
     pipeline.set_defaults(run=run_pipeline)

@@ -1,0 +1,406 @@
+"""The report of `hf-llm pipeline`: `report.md` and a self-contained `report.html` (plots embedded).
+
+Per stage, in the mission's terms: what the stage did, its metrics against the right baseline (perplexity before and
+after pretraining, classifier accuracy against the majority class, BLEU and reference perplexity before and after SFT,
+reward-model pairwise accuracy against chance, PPO's and DPO's mean reward, KL and win rate against the SFT model),
+its training curves, and its wall time and tokens/s. Then the same fixed prompts answered by the pretrained, SFT, PPO
+and DPO models side by side, and the environment. The report is a list of blocks rendered twice, as markdown and as
+HTML, so the two always say the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .evaluation.report import format_value, library_versions
+
+if TYPE_CHECKING:
+    from .pipeline import PipelineStep
+
+# What each stage does, in the mission's words.
+STAGE_STORIES = {
+    "tokenizer": "**Build: data preparation.** A byte-level BPE tokenizer is trained on the training text, with the "
+    "special tokens and the chat template every later stage uses.",
+    "pretrain": "**Pretraining.** A GPT is trained from scratch on unlabeled text with next-token prediction "
+    "(`transformers.Trainer`), the text packed into training blocks.",
+    "classifier": "**Fine-tuning for classification.** The pretrained GPT gets a `score` head on its last token and "
+    "is fine-tuned to label each text with its topic.",
+    "sft": "**Fine-tuning for instruction following.** The pretrained GPT is fine-tuned with TRL's `SFTTrainer` on "
+    "instruction/answer pairs rendered through the chat template, the loss on the answers only.",
+    "reward": "**Alignment, step 1: a reward model.** TRL's `RewardTrainer` teaches a copy of the SFT model with a "
+    "one-output head to score the preferred answer of each pair above the rejected one.",
+    "ppo": "**Alignment, step 2: RLHF with PPO.** TRL's `PPOTrainer` optimises the SFT model to earn more reward from "
+    "the reward model, held close to the SFT model by a KL penalty.",
+    "dpo": "**Alignment, the offline alternative: DPO.** TRL's `DPOTrainer` learns from the same preference pairs "
+    "directly, with no reward model and no sampling during training.",
+}
+
+SAMPLE_MODELS = ("pretrain", "sft", "ppo", "dpo")
+
+
+@dataclass
+class Block:
+    """One piece of the report: `kind` is `heading`, `text`, `table`, `image` or `samples`."""
+
+    kind: str
+    content: Any
+    level: int = 2
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _eval_metrics(output_dir: Path, name: str) -> dict:
+    return (_read_json(output_dir / name / "metrics.json") or {}).get("metrics", {})
+
+
+def _log_history(stage_dir: Path) -> list[dict]:
+    return (_read_json(stage_dir / "trainer_state.json") or {}).get("log_history", [])
+
+
+def _series(history: list[dict], key: str, x_key: str = "step") -> list[tuple[float, float]]:
+    return [(entry.get(x_key, entry.get("step", 0)), entry[key]) for entry in history if key in entry]
+
+
+def _plot(
+    output_dir: Path, name: str, curves: dict[str, list[tuple[float, float]]], title: str, **kwargs
+) -> Block | None:
+    """Plot the non-empty curves on one figure (one axis each), save `plots/<name>.png`, return its image block."""
+    curves = {label: points for label, points in curves.items() if points}
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.0), squeeze=False)
+    for axis, (label, points) in zip(axes[0], curves.items(), strict=True):
+        axis.plot([x for x, _ in points], [y for _, y in points], marker="o" if len(points) < 30 else None)
+        axis.set(xlabel=kwargs.get("xlabel", "step"), title=label)
+        if kwargs.get("log_scale") and label in kwargs.get("log_scale"):
+            axis.set_yscale("log")
+        axis.grid(True, alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    path = output_dir / "plots" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Block("image", (f"plots/{name}.png", title))
+
+
+def _first_and_last(history: list[dict], key: str) -> tuple[float | None, float | None]:
+    values = [entry[key] for entry in history if key in entry]
+    return (values[0], values[-1]) if values else (None, None)
+
+
+def _throughput(stage_dir: Path, seconds: float | None) -> str:
+    results = _read_json(stage_dir / "train_results.json") or {}
+    state = _read_json(stage_dir / "trainer_state.json") or {}
+    tokens = results.get("num_input_tokens_seen") or state.get("num_input_tokens_seen")
+    runtime = results.get("train_runtime")
+    if tokens and runtime:
+        return f"{tokens / runtime:,.0f} tokens/s"
+    episodes = state.get("episode")
+    if episodes and runtime:
+        return f"{episodes / runtime:,.1f} episodes/s"
+    return ""
+
+
+def _stage_blocks(output_dir: Path, stage: str) -> list[Block]:
+    """The metrics table and curves of one stage, against its baseline."""
+    stage_dir = output_dir / stage
+    history = _log_history(stage_dir)
+    rows: list[tuple[str, Any, Any]] = []  # (metric, baseline, this stage)
+    blocks: list[Block] = []
+    if stage == "tokenizer":
+        tokenizer = _read_json(stage_dir / "tokenizer.json") or {}
+        token_ids = set(((tokenizer.get("model") or {}).get("vocab") or {}).values())
+        vocab = len(token_ids | {token["id"] for token in tokenizer.get("added_tokens") or []})
+        if vocab:
+            rows.append(("vocabulary size", "", vocab))
+    elif stage == "pretrain":
+        before, after = _first_and_last(history, "eval_perplexity")
+        rows.append(("validation perplexity (untrained → trained)", before, after))
+        test = _eval_metrics(output_dir, "eval-pretrain")
+        rows += [
+            ("test perplexity", "", test.get("perplexity")),
+            ("test bits per byte", "", test.get("bits_per_byte")),
+        ]
+        plot = _plot(
+            output_dir,
+            "pretrain",
+            {"training loss": _series(history, "loss"), "validation perplexity": _series(history, "eval_perplexity")},
+            "Pretraining",
+            log_scale=("validation perplexity",),
+        )
+        blocks += [plot] if plot else []
+    elif stage == "classifier":
+        test = _eval_metrics(output_dir, "eval-classifier")
+        confusion = test.get("confusion_matrix") or []
+        supports = [sum(row) for row in confusion]
+        majority = max(supports) / sum(supports) if supports and sum(supports) else None
+        rows += [("test accuracy (majority class → classifier)", majority, test.get("accuracy"))]
+        rows += [("test macro-F1", "", test.get("macro_f1", test.get("f1")))]
+        plot = _plot(
+            output_dir,
+            "classifier",
+            {"training loss": _series(history, "loss"), "validation accuracy": _series(history, "eval_accuracy")},
+            "Classifier fine-tuning",
+        )
+        blocks += [plot] if plot else []
+        if (output_dir / "eval-classifier" / "confusion_matrix.png").is_file():
+            blocks.append(Block("image", ("eval-classifier/confusion_matrix.png", "Test confusion matrix")))
+    elif stage == "sft":
+        before, after = _eval_metrics(output_dir, "eval-sft-before"), _eval_metrics(output_dir, "eval-sft")
+        rows.append(("test BLEU of greedy answers (pretrained → SFT)", before.get("bleu"), after.get("bleu")))
+        rows.append(
+            (
+                "test perplexity of the reference answers",
+                before.get("reference_perplexity"),
+                after.get("reference_perplexity"),
+            )
+        )
+        plot = _plot(
+            output_dir,
+            "sft",
+            {"training loss": _series(history, "loss"), "validation loss": _series(history, "eval_loss")},
+            "Instruction tuning (SFT)",
+        )
+        blocks += [plot] if plot else []
+    elif stage == "reward":
+        test = _eval_metrics(output_dir, "eval-reward")
+        rows.append(("test pairwise accuracy (chance → reward model)", 0.5, test.get("pairwise_accuracy")))
+        rows.append(("test mean margin (chosen − rejected)", "", test.get("mean_margin")))
+        plot = _plot(
+            output_dir,
+            "reward",
+            {
+                "training loss": _series(history, "loss"),
+                "validation pairwise accuracy": _series(history, "eval_accuracy"),
+            },
+            "Reward model",
+        )
+        blocks += [plot] if plot else []
+    elif stage in ("ppo", "dpo"):
+        test = _eval_metrics(output_dir, f"eval-{stage}")
+        rows.append(
+            (
+                "mean reward of greedy answers (SFT → aligned)",
+                test.get("reference_mean_reward"),
+                test.get("mean_reward"),
+            )
+        )
+        rows.append(("win rate over the SFT model (ties count ½)", 0.5, test.get("win_rate")))
+        if stage == "ppo":
+            _, kl = _first_and_last(history, "objective/kl")
+            rows.append(("KL to the SFT model at the end of training", "", kl))
+            curves = {
+                "reward (RLHF objective)": _series(history, "objective/rlhf_reward", "episode"),
+                "KL to the reference": _series(history, "objective/kl", "episode"),
+            }
+            plot = _plot(output_dir, "ppo", curves, "PPO", xlabel="episode")
+        else:
+            curves = {
+                "training loss": _series(history, "loss"),
+                "validation implicit-reward accuracy": _series(history, "eval_rewards/accuracies"),
+            }
+            plot = _plot(output_dir, "dpo", curves, "DPO")
+        blocks += [plot] if plot else []
+    table = [("metric", "baseline", "result")] + [(m, b, a) for m, b, a in rows if a is not None]
+    return ([Block("table", table)] if len(table) > 1 else []) + blocks
+
+
+def _fixed_prompt_samples(output_dir: Path, num_prompts: int = 4, max_new_tokens: int = 48) -> list[dict] | None:
+    """The same held-out instructions answered greedily by each trained causal LM (in-process: tiny models)."""
+    models = [
+        name
+        for name in SAMPLE_MODELS
+        if (output_dir / name / "config.json").is_file() or (output_dir / name / "adapter_config.json").is_file()
+    ]
+    if not models:
+        return None
+    from .data import load_task_dataset
+    from .data.formatting import chat_prompt
+    from .evaluation import load_model_for_evaluation
+    from .evaluation.inference import generate_greedy, greedy_decoding
+    from .evaluation.perplexity import model_max_length
+
+    try:
+        rows = list(load_task_dataset("pydocs", "instruction")["test"].select(range(num_prompts)))
+    except Exception:  # a pipeline on the user's own data may have no pydocs-shaped test split
+        return None
+    samples = [{"instruction": row["instruction"] + (f"\n{row['input']}" if row["input"] else "")} for row in rows]
+    for name in models:
+        model, tokenizer = load_model_for_evaluation(str(output_dir / name), task="sft")
+        if tokenizer.chat_template is None:
+            continue
+        prompts = [chat_prompt(row, tokenizer) for row in rows]
+        answers, _ = generate_greedy(
+            model, tokenizer, prompts, greedy_decoding(max_new_tokens, tokenizer), 8, model_max_length(model)
+        )
+        for sample, answer in zip(samples, answers, strict=True):
+            sample[name] = answer
+    return samples
+
+
+def build_report(output_dir: Path, steps: list[PipelineStep], state: dict[str, dict]) -> list[Block]:
+    """The report's blocks: summary table, one section per stage, samples, environment."""
+    stages = list(dict.fromkeys(step.stage for step in steps))
+    blocks = [Block("heading", "hf_llm pipeline report", 1)]
+    blocks.append(
+        Block(
+            "text",
+            "The whole life of a GPT on one dataset: **build** (tokenizer, model), **pretrain** (next-token "
+            "prediction), **fine-tune** (a classifier and an instruction follower, with PEFT and TRL), "
+            "**align** (a reward model, then PPO; DPO beside it). Every number below was measured by this run on the "
+            "test split.",
+        )
+    )
+    timing = [("step", "wall time", "throughput", "log")]
+    for step in steps:
+        seconds = state.get(step.name, {}).get("seconds")
+        throughput = _throughput(step.output_dir, seconds) if step.name == step.stage else ""
+        wall = f"{seconds:.0f} s" if seconds is not None else "not run"
+        timing.append((step.name, wall, throughput, f"logs/{step.log_file.name}"))
+    blocks += [Block("heading", "Steps"), Block("table", timing)]
+    for stage in stages:
+        blocks.append(Block("heading", f"{stage}"))
+        blocks.append(Block("text", STAGE_STORIES.get(stage, "")))
+        blocks += _stage_blocks(output_dir, stage)
+    samples = _fixed_prompt_samples(output_dir)
+    if samples:
+        blocks += [
+            Block("heading", "The same prompts, stage after stage"),
+            Block("text", "Held-out pydocs instructions, greedy answers (48 new tokens at most) of each model."),
+            Block("samples", samples),
+        ]
+    environment = [("", "")]
+    environment += [("platform", platform.platform()), ("CPU cores", os.cpu_count())]
+    environment.append(("device", _device()))
+    environment += [(name, version or "not installed") for name, version in library_versions().items()]
+    blocks += [Block("heading", "Environment"), Block("table", environment)]
+    return blocks
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} × {torch.cuda.get_device_name()}"
+    return "CPU"
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else format_value(value)
+
+
+def render_markdown(blocks: list[Block]) -> str:
+    """The report as markdown (images linked, relative to the output directory)."""
+    lines: list[str] = []
+    for block in blocks:
+        if block.kind == "heading":
+            lines += ["#" * block.level + " " + block.content, ""]
+        elif block.kind == "text" and block.content:
+            lines += [block.content, ""]
+        elif block.kind == "table":
+            header, *rows = block.content
+            lines.append("| " + " | ".join(_cell(c) for c in header) + " |")
+            lines.append("|" + "---|" * len(header))
+            lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+            lines.append("")
+        elif block.kind == "image":
+            path, title = block.content
+            lines += [f"![{title}]({path})", ""]
+        elif block.kind == "samples":
+            for sample in block.content:
+                lines.append(f"**Instruction:** {sample['instruction']}".replace("\n", " "))
+                lines.append("")
+                lines += ["| model | answer |", "|---|---|"]
+                lines += [
+                    f"| {name} | {_cell(sample[name]).replace(chr(10), ' ')} |"
+                    for name in SAMPLE_MODELS
+                    if name in sample
+                ]
+                lines.append("")
+    return "\n".join(lines)
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.6em 0 1.2em; } td, th { border: 1px solid #ccc; padding: 4px 10px; }
+th { background: #f3f3f3; } td { vertical-align: top; } img { max-width: 100%; margin: 0.5em 0; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
+.samples td:last-child { white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 0.9em; }
+"""
+
+
+def _html_text(text: str) -> str:
+    escaped = html.escape(text)
+    parts = escaped.split("**")
+    return "".join(f"<b>{part}</b>" if i % 2 else part for i, part in enumerate(parts)).replace("`", "")
+
+
+def render_html(blocks: list[Block], output_dir: Path) -> str:
+    """The report as one self-contained HTML page: images embedded as base64, every model output escaped."""
+    body: list[str] = []
+    for block in blocks:
+        if block.kind == "heading":
+            body.append(f"<h{block.level}>{html.escape(block.content)}</h{block.level}>")
+        elif block.kind == "text" and block.content:
+            body.append(f"<p>{_html_text(block.content)}</p>")
+        elif block.kind == "table":
+            header, *rows = block.content
+            cells = "".join(f"<th>{html.escape(_cell(c))}</th>" for c in header)
+            body.append(f"<table><tr>{cells}</tr>")
+            for row in rows:
+                body.append("<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in row) + "</tr>")
+            body.append("</table>")
+        elif block.kind == "image":
+            path, title = block.content
+            image = output_dir / path
+            if image.is_file():
+                data = base64.b64encode(image.read_bytes()).decode()
+                body.append(f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">')
+        elif block.kind == "samples":
+            for sample in block.content:
+                body.append(f"<p><b>Instruction:</b> {html.escape(sample['instruction'])}</p>")
+                body.append('<table class="samples"><tr><th>model</th><th>answer</th></tr>')
+                for name in SAMPLE_MODELS:
+                    if name in sample:
+                        body.append(f"<tr><td>{name}</td><td>{html.escape(sample[name])}</td></tr>")
+                body.append("</table>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>hf_llm pipeline report</title>'
+        f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def write_pipeline_report(output_dir: Path, steps: list[PipelineStep], state: dict[str, dict]) -> Path:
+    """
+    Write `report.md` and `report.html` into `output_dir`.
+
+    Args:
+        output_dir (`Path`): The pipeline's output directory (one sub-directory per step).
+        steps (`list[PipelineStep]`): The steps of this run, in order.
+        state (`dict`): `pipeline_state.json`'s steps (status and seconds per step).
+
+    Returns:
+        `Path`: The path of `report.md`.
+    """
+    blocks = build_report(output_dir, steps, state)
+    (output_dir / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
+    (output_dir / "report.html").write_text(render_html(blocks, output_dir), encoding="utf-8")
+    return output_dir / "report.md"
