@@ -284,7 +284,7 @@ def test_reward_model_trains_on_exported_pairs_and_on_the_rankings_file(tiny_mod
     config = RewardConfig(
         output_dir=str(tmp_path / "reward"), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-2,
         max_length=256, logging_steps=1, report_to="none", bf16=False, use_cpu=True, save_strategy="no",
-        gradient_checkpointing=False, disable_tqdm=True,
+        activation_checkpointing=False, disable_tqdm=True,
     )  # fmt: skip
     trainer = RewardTrainer(
         model=model,
@@ -303,7 +303,7 @@ def test_reward_model_trains_on_exported_pairs_and_on_the_rankings_file(tiny_mod
 # ---- page safety ----
 
 
-def test_binding_beyond_localhost_needs_allow_remote_and_auth(tmp_path):
+def test_binding_beyond_localhost_needs_allow_remote_and_auth(tmp_path, capsys):
     check_binding("127.0.0.1", allow_remote=False, auth_file=None)
     check_binding("::1", allow_remote=False, auth_file=None)
     with pytest.raises(UsageError, match="--allow_remote together with --auth_file"):
@@ -316,13 +316,12 @@ def test_binding_beyond_localhost_needs_allow_remote_and_auth(tmp_path):
     auth.write_text("alice\n")
     with pytest.raises(UsageError, match="is not `user:password`"):
         read_auth_file(auth)
-    result = subprocess.run(
-        [*HF_LLM, "rank", "--model_name_or_path", "x", "--dataset_name", "y", "--host", "0.0.0.0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2 and "error: --host 0.0.0.0 would serve the page" in result.stderr
+    from hf_llm.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rank", "--model_name_or_path", "x", "--dataset_name", "y", "--host", "0.0.0.0"])
+    assert exited.value.code == 2
+    assert "hf-llm rank: error: --host 0.0.0.0 would serve the page" in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -364,14 +363,85 @@ def test_generated_html_reaches_the_page_as_text(html_app):
     assert user == "show me &lt;u&gt;html&lt;/u&gt;" and assistant == "&lt;b&gt;bold&lt;/b&gt; " + escaped_xss
 
 
+class HeadlessChromium:
+    """Debian's `chromium`, headless, driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: JSON
+    messages ending in NUL on file descriptors 3 and 4), so a test can wait for the page, type and click."""
+
+    def __init__(self, profile_dir):
+        to_browser, self._write = os.pipe()
+        self._read, from_browser = os.pipe()
+        command = (
+            f"exec 3<&{to_browser} 4>&{from_browser}; exec chromium --headless --no-sandbox --disable-gpu "
+            f"--user-data-dir={profile_dir} --remote-debugging-pipe --window-size=1280,1000 about:blank"
+        )
+        self.process = subprocess.Popen(
+            ["bash", "-c", command], pass_fds=(to_browser, from_browser), stderr=subprocess.DEVNULL
+        )
+        os.close(to_browser)
+        os.close(from_browser)
+        self._buffer, self._id, self._session = b"", 0, None
+        page = next(t for t in self._call("Target.getTargets")["targetInfos"] if t["type"] == "page")
+        self._session = self._call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
+
+    def _call(self, method: str, **params) -> dict:
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params}
+        if self._session:
+            message["sessionId"] = self._session
+        os.write(self._write, json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" not in self._buffer:
+                chunk = os.read(self._read, 1 << 20)
+                assert chunk, "chromium exited"
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._id:
+                assert "error" not in reply, reply["error"]
+                return reply.get("result", {})
+
+    def js(self, expression: str):
+        return self._call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 120):
+        deadline = time.monotonic() + timeout
+        while not self.js(expression):
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+            time.sleep(0.3)
+
+    def open(self, url: str) -> None:
+        self._call("Page.navigate", url=url)
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed")
 def test_a_generated_script_does_not_run_in_a_browser(html_app, tmp_path):
+    """The check a person makes: open the page in a real browser, let the model's HTML arrive, chat, and see that
+    nothing ran (the injected `<script>`/`<img onerror>` would set `data-pwned` on `<body>`) and the text is shown."""
     url, _ = html_app
-    result = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=15000", "--dump-dom", url],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    dom = result.stdout
-    assert "Rank the answers" in dom and "Answer A" in dom, result.stderr[-2000:]
-    assert "data-pwned" not in dom  # what the generated <script> or <img onerror> would have set on <body>
+    browser = HeadlessChromium(tmp_path / "profile")
+    try:
+        browser.open(url)
+        textareas = "Array.from(document.querySelectorAll('textarea'))"
+        browser.wait_for(f"{textareas}.filter(t => t.value.includes('onerror=')).length === 2")  # prompt, answer A
+        browser.js(
+            "Array.from(document.querySelectorAll('button[role=tab]')).find(b => b.innerText === 'Chat').click()"
+        )
+        browser.wait_for(f"{textareas}.some(t => t.placeholder.startsWith('Type an instruction'))")
+        browser.js(
+            f"const box = {textareas}.find(t => t.placeholder.startsWith('Type an instruction'));"
+            "box.value = 'show me <u>html</u>'; box.dispatchEvent(new Event('input', {bubbles: true}));"
+        )
+        browser.js("Array.from(document.querySelectorAll('button')).find(b => b.innerText.trim() === 'Send').click()")
+        chat = "document.querySelector('.hf-llm-text')"
+        browser.wait_for(f"{chat}.innerText.includes('onerror=')")
+        time.sleep(1)  # anything injected would have run by now
+        assert browser.js("document.body.dataset.pwned") is None
+        assert browser.js(f"{chat}.querySelectorAll('img, script, b, u').length") == 0
+        shown = browser.js(f"{chat}.innerText")
+        assert "show me <u>html</u>" in shown and "<b>bold</b> " + XSS in shown
+    finally:
+        browser.close()
