@@ -5,6 +5,8 @@ hf-llm generate --model_name_or_path outputs/pipeline/pretrain --prompt "The jso
 hf-llm chat --model_name_or_path outputs/pipeline/sft
 hf-llm eval --model_name_or_path outputs/pipeline/pretrain --task pretrain --dataset_name pydocs --output_dir DIR
 hf-llm serve outputs/pipeline/sft --host 127.0.0.1 --port 8000   # OpenAI-compatible server (transformers serve)
+hf-llm rank --model_name_or_path outputs/pipeline/sft --dataset_name pydocs --labeler alice   # rank answers in a page
+hf-llm chat --web --model_name_or_path outputs/pipeline/sft                             # a chat page
 
 A command lives in a library module as `add_<name>_command(commands)`: it adds its subparser and sets
 `run=<function(args) -> int>` with `set_defaults`; a command that parses its own flags (as `eval` does, with TRL's
@@ -19,11 +21,19 @@ import sys
 
 from .errors import exit_on_user_error
 from .evaluation.evaluate_model import add_eval_command
+from .feedback.commands import add_rank_command
 from .generation import add_chat_command, add_generate_command
 from .pipeline import add_pipeline_command
 from .serving import add_serve_command
 
-COMMANDS = (add_pipeline_command, add_generate_command, add_chat_command, add_eval_command, add_serve_command)
+COMMANDS = (
+    add_pipeline_command,
+    add_generate_command,
+    add_chat_command,
+    add_eval_command,
+    add_serve_command,
+    add_rank_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
