@@ -44,7 +44,7 @@ from hf_llm.training import (
     prepare_tokenizer,
     save_and_push,
 )
-from hf_llm.training.pretraining import build_or_load_causal_lm, pack_for_pretraining
+from hf_llm.training.pretraining import build_or_load_causal_lm, check_pretraining_data_args, pack_for_pretraining
 
 logger = logging.get_logger("hf_llm.pretrain")
 
@@ -53,6 +53,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
     """Run pretraining; returns the final train and eval metrics."""
     if data_args.dataset_name is None:
         raise UsageError("no training data: pass --dataset_name (a Hub id, a local file or folder, or 'pydocs').")
+    check_pretraining_data_args(data_args)
     set_seed(training_args.seed)
     # hf_llm's own loggers follow --log_level / --log_level_replica like transformers' (info on the main process only).
     std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())

@@ -141,6 +141,11 @@ def _load_local(path: Path, data_args: DataArguments) -> DatasetDict:
     try:
         loaded = load_dataset(builder, data_files=data_files, **builder_kwargs)
     except Exception as e:  # datasets wraps parser errors in many types; name the files and the cause
+        if builder == "json":
+            # pyarrow counts rows of a chunk, not lines of the file: find the bad line ourselves and name it.
+            for files in data_files.values():
+                for file in files:
+                    _read_json_rows(Path(file).read_text(encoding="utf-8"), file)
         cause = e.__cause__ or e
         raise DataError(
             f"could not read {path} as {extension[1:]}: {type(cause).__name__}: {cause}. Check the file's format "
@@ -153,20 +158,46 @@ def _load_local(path: Path, data_args: DataArguments) -> DatasetDict:
 
 
 def _load_json_replacing(data_files: dict[str, list[str]]) -> DatasetDict:
-    import json
-
     splits = {}
     for split, files in data_files.items():
         rows = []
         for file in files:
             text = Path(file).read_bytes().decode("utf-8", errors="replace")
-            stripped = text.lstrip()
-            if stripped.startswith("["):
-                rows.extend(json.loads(text))
-            else:
-                rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
+            rows.extend(_read_json_rows(text, file))
         splits[split] = Dataset.from_list(rows)
     return DatasetDict(splits)
+
+
+def _read_json_rows(text: str, file: str) -> list[dict]:
+    """The objects of a JSON array or JSON Lines file; a bad line raises a `DataError` naming its line in the file."""
+    import json
+
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(
+                f"{file}, line {e.lineno}, column {e.colno}: invalid JSON ({e.msg}); fix the file"
+            ) from None
+        numbered = [(None, row) for row in rows] if isinstance(rows, list) else [(None, rows)]
+    else:
+        numbered = []
+        # split("\n"), not splitlines(): U+2028 and friends are legal inside JSON strings.
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                numbered.append((number, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    f"{file}, line {number}, column {e.colno}: invalid JSON ({e.msg}); JSON Lines needs one complete "
+                    "object per line: fix or remove that line"
+                ) from None
+    for number, row in numbered:
+        if not isinstance(row, dict):
+            where = f"line {number}" if number is not None else "the array"
+            raise DataError(f'{file}, {where}: expected a JSON object ({{"column": value, ...}}), got {row!r:.40}')
+    return [row for _, row in numbered]
 
 
 def _looks_like_path(name: str) -> bool:

@@ -27,6 +27,7 @@ from hf_llm.data import (
     split_documents,
     tokenize_texts,
 )
+from hf_llm.errors import UsageError
 from hf_llm.loading import from_pretrained
 from hf_llm.tokenizer import PAD_TOKEN, train_tokenizer
 
@@ -124,6 +125,26 @@ def build_or_load_causal_lm(model_args: ModelArguments, tokenizer: PreTrainedTok
     return model
 
 
+def check_pretraining_data_args(data_args: DataArguments) -> None:
+    """
+    Refuse data flags that pretraining cannot honour, before the data is loaded.
+
+    `--overlong_strategy drop` or `error` is for stages whose examples must fit one sequence (classifier, sft, reward,
+    dpo). Pretraining keeps every token: `--packing blocks` cuts the token stream into blocks and `padding_free`
+    splits a long document into pieces (and says how many), so no document is over-long.
+
+    Raises:
+        `UsageError`: Naming the flag and why it does not apply.
+    """
+    if data_args.overlong_strategy != "truncate":
+        raise UsageError(
+            f"--overlong_strategy {data_args.overlong_strategy} does not apply to pretraining: no document is dropped "
+            "or refused for its length (--packing blocks cuts the token stream into --block_size blocks; "
+            "--packing padding_free splits a document longer than --max_seq_length into pieces and logs how many). "
+            "Remove --overlong_strategy."
+        )
+
+
 def pack_for_pretraining(
     dataset: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
@@ -158,6 +179,13 @@ def pack_for_pretraining(
                 f"--max_seq_length {piece} exceeds the model's context length ({max_length}); pass "
                 f"--max_seq_length {max_length} or less."
             )
+        for split, documents in tokenized.items():
+            longer = sum(1 for length in map(len, documents["input_ids"]) if length > piece)
+            if longer:
+                logger.warning(
+                    f"{split}: {longer} of {len(documents)} documents are longer than {piece} tokens and are split "
+                    "into pieces (pretraining keeps every token)."
+                )
         packed = split_documents(tokenized, piece, num_proc=data_args.preprocessing_num_workers)
         collator = padding_free_collator()
     elif packing == "blocks":
@@ -166,6 +194,13 @@ def pack_for_pretraining(
             raise ValueError(
                 f"--block_size {block_size} exceeds the model's context length ({max_length}); pass --block_size "
                 f"{max_length} or less, or a model with larger --max_position_embeddings."
+            )
+        if block_size < max_length:
+            # hf-llm eval and generation use the whole position table; rows never trained read as noise there.
+            logger.warning(
+                f"--block_size {block_size} is shorter than the model's context ({max_length}): positions "
+                f"{block_size}..{max_length - 1} never train, yet evaluation and generation use them. Pass "
+                f"--block_size {max_length} (or build the model with --max_position_embeddings {block_size})."
             )
         # Overlapping windows (stride < block_size) are extra training samples, but evaluation must score each token
         # once, so the overlap is masked out of the labels of every split other than train.
