@@ -167,7 +167,10 @@ def _check_weights_fit_config(auto_class: Any, path: str, flag: str, **config_kw
     config = AutoConfig.from_pretrained(path, **config_kwargs)
     with torch.device("meta"):
         model = auto_class.from_config(config)
-    expected = {key: list(tensor.shape) for key, tensor in model.state_dict().items()}
+    # Under DeepSpeed ZeRO-3, from_config builds inside deepspeed.zero.Init: parameters are partitioned to shape [0]
+    # and keep their real shape as `ds_shape`.
+    tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    expected = {key: list(getattr(tensor, "ds_shape", tensor.shape)) for key, tensor in tensors}
     mismatched = [key for key in saved if key in expected and saved[key] != expected[key]]
     if mismatched:
         key = mismatched[0]
@@ -209,6 +212,23 @@ def from_pretrained(
         _check_weights_fit_config(auto_class, path, flag, **config_kwargs)
     try:
         return auto_class.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise OSError(_explain_os_error(name_or_path, flag, err)) from err
+
+
+def tokenizer_from_pretrained(name_or_path: str, *, flag: str = "--tokenizer_name_or_path", **kwargs: Any):
+    """
+    `AutoTokenizer.from_pretrained(name_or_path, **kwargs)` with a missing path or an unreachable Hub id reported in
+    one line naming `flag` (see [`from_pretrained`]).
+
+    Returns:
+        `PreTrainedTokenizerBase`: The tokenizer.
+    """
+    from transformers import AutoTokenizer
+
+    local_path_exists(name_or_path, flag)
+    try:
+        return AutoTokenizer.from_pretrained(os.path.expanduser(name_or_path), **kwargs)
     except OSError as err:
         raise OSError(_explain_os_error(name_or_path, flag, err)) from err
 

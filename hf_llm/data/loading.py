@@ -138,6 +138,11 @@ def _load_local(path: Path, data_args: DataArguments) -> DatasetDict:
                 builder_kwargs["encoding"] = "utf-8"
     if builder == "text":
         builder_kwargs["sample_by"] = data_args.text_sample_by
+    # datasets logs an ERROR naming pyarrow's row within a chunk (not the file's line) before raising; the error
+    # raised below replaces it.
+    json_logger = logging.get_logger("datasets.packaged_modules.json.json")
+    json_level = json_logger.level
+    json_logger.setLevel(logging.CRITICAL)
     try:
         loaded = load_dataset(builder, data_files=data_files, **builder_kwargs)
     except Exception as e:  # datasets wraps parser errors in many types; name the files and the cause
@@ -151,6 +156,8 @@ def _load_local(path: Path, data_args: DataArguments) -> DatasetDict:
             f"could not read {path} as {extension[1:]}: {type(cause).__name__}: {cause}. Check the file's format "
             f"(JSON Lines needs one object per line; CSV needs a header row)"
         ) from e
+    finally:
+        json_logger.setLevel(json_level)
     if builder == "text" and data_args.text_sample_by == "paragraph":
         # Paragraphs keep the newlines around them; documents should not start or end with blank space.
         loaded = loaded.map(lambda b: {"text": [t.strip() for t in b["text"]]}, batched=True)

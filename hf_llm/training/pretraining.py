@@ -11,7 +11,6 @@ import os
 from datasets import DatasetDict
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     DataCollator,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -28,7 +27,7 @@ from hf_llm.data import (
     tokenize_texts,
 )
 from hf_llm.errors import UsageError
-from hf_llm.loading import from_pretrained
+from hf_llm.loading import from_pretrained, tokenizer_from_pretrained
 from hf_llm.tokenizer import PAD_TOKEN, train_tokenizer
 
 from .arguments import ModelArguments, attn_implementation_errors, build_gpt_config
@@ -66,8 +65,9 @@ def load_or_train_tokenizer(
     if resume_checkpoint and not os.path.isfile(os.path.join(resume_checkpoint, "tokenizer_config.json")):
         source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     if source is not None:
-        tokenizer = AutoTokenizer.from_pretrained(
-            source, revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code
+        flag = "--model_name_or_path" if source == model_args.model_name_or_path else "--tokenizer_name_or_path"
+        tokenizer = tokenizer_from_pretrained(
+            source, flag=flag, revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code
         )
         if model_args.model_name_or_path is None and (
             tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id
