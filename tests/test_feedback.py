@@ -23,6 +23,7 @@ import torch
 from conftest import tiny_gpt_config
 from datasets import load_dataset
 from gradio_client import Client
+from gradio_client.exceptions import AuthenticationError
 
 from hf_llm import GPTForCausalLM
 from hf_llm.data import load_task_dataset
@@ -300,6 +301,26 @@ def test_reward_model_trains_on_exported_pairs_and_on_the_rankings_file(tiny_mod
     assert 0 <= trainer.evaluate()["eval_accuracy"] <= 1
 
 
+# ---- chat ----
+
+
+def test_chat_forgets_the_oldest_exchanges_to_fit_the_context(tiny_model_dir):
+    from hf_llm.evaluation import load_model_for_evaluation
+    from hf_llm.feedback import SamplingConfig, stream_reply
+
+    model, tokenizer = load_model_for_evaluation(tiny_model_dir, task="sft")
+    config = SamplingConfig(num_samples=1, max_new_tokens=8, temperature=0)
+    long_turn = "The json module encodes and decodes JSON documents. " * 4  # ~50 tokens
+    conversation = [{"role": role, "content": long_turn} for _ in range(4) for role in ("user", "assistant")] + [
+        {"role": "user", "content": "What does len return?"}
+    ]
+    assert len(tokenizer.apply_chat_template(conversation, add_generation_prompt=True)["input_ids"]) > 256
+    replies = list(stream_reply(model, tokenizer, conversation, config))  # the oldest turns left out, no error
+    assert replies and len(tokenizer(replies[-1], add_special_tokens=False).input_ids) <= 8
+    with pytest.raises(ValueError, match="leaves no room for an answer"):
+        list(stream_reply(model, tokenizer, [{"role": "user", "content": long_turn * 5}], config))
+
+
 # ---- page safety ----
 
 
@@ -322,6 +343,24 @@ def test_binding_beyond_localhost_needs_allow_remote_and_auth(tmp_path, capsys):
         main(["rank", "--model_name_or_path", "x", "--dataset_name", "y", "--host", "0.0.0.0"])
     assert exited.value.code == 2
     assert "hf-llm rank: error: --host 0.0.0.0 would serve the page" in capsys.readouterr().err
+
+
+def test_a_login_guards_the_page_when_an_auth_file_is_given(tmp_path):
+    from hf_llm.feedback.app import build_ranking_app
+    from hf_llm.feedback.launch import serve
+
+    auth = tmp_path / "auth"
+    auth.write_text("alice:s3cret\n")
+    app = build_ranking_app(new_session(tmp_path), 3)
+    port = free_port()
+    serve(app, "127.0.0.1", port, auth_file=str(auth), block=False)
+    try:
+        with pytest.raises(AuthenticationError, match="credentials were not provided"):
+            Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client = Client(f"http://127.0.0.1:{port}/", auth=("alice", "s3cret"), verbose=False)
+        assert client.predict(api_name="/current")[2] == PROMPTS[0]
+    finally:
+        app.close()
 
 
 @pytest.fixture

@@ -147,8 +147,11 @@ def build_chat_tab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, d
         messages = [*history, {"role": "user", "content": text}]
         reply = ""
         yield "", shown([*messages, {"role": "assistant", "content": reply}]), history
-        for reply in stream_reply(model, tokenizer, messages, config):
-            yield "", shown([*messages, {"role": "assistant", "content": reply}]), history
+        try:
+            for reply in stream_reply(model, tokenizer, messages, config):
+                yield "", shown([*messages, {"role": "assistant", "content": reply}]), history
+        except ValueError as error:  # the message alone fills the model's context
+            raise gr.Error(html.escape(str(error))) from None
         messages.append({"role": "assistant", "content": reply})
         yield "", shown(messages), messages
 

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
 
+from ..serving import context_length, fit_to_context
+
 
 @dataclass
 class SamplingConfig:
@@ -116,10 +118,25 @@ def stream_reply(
     messages: list[dict[str, str]],
     config: SamplingConfig,
 ) -> Iterator[str]:
-    """Stream the assistant's reply to `messages`: yields the text so far after each decoded piece."""
-    inputs = _encode(tokenizer, format_prompt(tokenizer, messages), model)
+    """Stream the assistant's reply to `messages`: yields the text so far after each decoded piece.
+
+    A conversation that has outgrown the model's context loses its oldest exchanges first; the answer is then
+    clamped to the positions left.
+
+    Raises:
+        ValueError: when the last message alone leaves no room for an answer.
+    """
+    context = context_length(model)
+    while True:
+        inputs = _encode(tokenizer, format_prompt(tokenizer, messages), model)
+        prompt_length = inputs["input_ids"].shape[1]
+        if context is None or prompt_length + config.max_new_tokens <= context or len(messages) <= 2:
+            break
+        messages = messages[2:]  # forget the oldest user/assistant exchange
+    generate_kwargs = config.generate_kwargs(tokenizer)
+    generate_kwargs["max_new_tokens"] = fit_to_context(model, prompt_length, config.max_new_tokens)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-    kwargs = {**inputs, **config.generate_kwargs(tokenizer), "streamer": streamer}
+    kwargs = {**inputs, **generate_kwargs, "streamer": streamer}
     errors: list[BaseException] = []
 
     def generate() -> None:
