@@ -84,9 +84,10 @@ def build_ranking_tab(app: gr.Blocks, session: RankingSession, num_answers: int)
         try:
             action(pid, *rank_values)
         except ValueError as error:
-            # Keep what the labeler chose and say what to change.
+            # Say what to change; keep the labeler's choices if the same prompt is still on the page.
             kept = view(f"Not saved: {error}")
-            return (*kept[: 3 + num_answers], *rank_values, kept[-1]) if rank_values else kept
+            same_prompt = kept[1] == pid
+            return (*kept[: 3 + num_answers], *rank_values, kept[-1]) if rank_values and same_prompt else kept
         return view("Saved.")
 
     def on_submit(pid: str, *rank_values):
