@@ -133,3 +133,86 @@ def tiny_gpt_config(tokenizer, **overrides):
         eos_token_id=tokenizer.eos_token_id,
     )
     return GPTConfig(**{**values, **overrides})
+
+
+# ---- alignment fixtures (train_scripts/reward.py, ppo.py, dpo.py) ----
+ALIGNMENT_SCRIPTS = {"reward": "RewardConfig", "ppo": "PPOConfig", "dpo": "DPOConfig"}
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_dir(tmp_path_factory, tiny_tokenizer):
+    """A saved tiny `GPTForCausalLM` with the tiny tokenizer (pad != eos, Alpaca template): a stand-in SFT model."""
+    import torch
+
+    from hf_llm import GPTForCausalLM
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_sft")
+    GPTForCausalLM(tiny_gpt_config(tiny_tokenizer, max_position_embeddings=256)).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_dir(tmp_path_factory, tiny_tokenizer):
+    """A saved tiny `GPTForSequenceClassification` with one output (an untrained reward model) and its tokenizer."""
+    import torch
+
+    from hf_llm import GPTForSequenceClassification
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("tiny_reward")
+    config = tiny_gpt_config(tiny_tokenizer, num_labels=1, max_position_embeddings=256)
+    GPTForSequenceClassification(config).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_preference_file(tmp_path_factory):
+    """`prefs.jsonl`: 32 prompt/chosen/rejected rows where chosen is fluent and rejected is word salad."""
+    import json
+
+    answers = ["It returns the number of items in a container.", "The json module encodes and decodes JSON."]
+    path = tmp_path_factory.mktemp("prefs") / "prefs.jsonl"
+    with open(path, "w") as f:
+        for i in range(32):
+            row = {"prompt": f"What does item {i} do?", "chosen": answers[i % 2], "rejected": "dog lazy the over fox"}
+            f.write(json.dumps(row) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def run_alignment_script():
+    """`run(name, argv)`: parse `argv` as `train_scripts/<name>.py` does (reward, ppo, dpo) and run its `main` here,
+    inside `exit_on_user_error` (a user's mistake exits 2 with one line on stderr). Returns `(module, metrics)`."""
+    import importlib.util
+
+    from trl import ModelConfig, TrlParser
+
+    from hf_llm.data import DataArguments
+    from hf_llm.errors import exit_on_user_error
+    from hf_llm.training.finetuning import apply_cpu_safe_defaults
+
+    modules = {}
+
+    def load(name):
+        if name not in modules:
+            spec = importlib.util.spec_from_file_location(
+                f"hf_llm_{name}_script", os.path.join(REPO_ROOT, "train_scripts", f"{name}.py")
+            )
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+            spec.loader.exec_module(module)
+            modules[name] = module
+        return modules[name]
+
+    def run(name: str, argv: list[str]):
+        module = load(name)
+        parser = TrlParser((ModelConfig, DataArguments, getattr(module, ALIGNMENT_SCRIPTS[name])))
+        apply_cpu_safe_defaults(parser)
+        with exit_on_user_error(f"{name}.py"):
+            return module, module.main(*parser.parse_args_and_config([str(a) for a in argv]))
+
+    run.load = load
+    return run
