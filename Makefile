@@ -16,6 +16,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[deepspeed]" || echo "deepspeed did not install: the DeepSpeed ZeRO tests will be skipped"
 	touch $@
 
 install: $(VENV)/.installed

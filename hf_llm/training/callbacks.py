@@ -84,8 +84,10 @@ def _first_non_finite_parameter(model: torch.nn.Module) -> str | None:
     params = [(name, p) for name, p in model.named_parameters() if p.is_floating_point()]
     if not params:
         return None
-    # One device sync for the whole model instead of one per tensor.
-    finite = torch.stack([torch.isfinite(p.detach()).all().to("cpu", non_blocking=True) for _, p in params])
+    # FSDP2 parameters are DTensors: check this rank's shard (a reduction over a DTensor fails after an evaluation);
+    # the caller makes all ranks agree. One device sync for the whole model instead of one per tensor.
+    local = [p.detach().to_local() if hasattr(p, "to_local") else p.detach() for _, p in params]
+    finite = torch.stack([torch.isfinite(p).all().to("cpu", non_blocking=True) for p in local])
     if bool(finite.all()):
         return None
     return params[int((~finite).nonzero()[0])][0]

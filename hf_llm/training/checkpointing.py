@@ -19,6 +19,8 @@ from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 
+from .distributed import check_sharding
+
 logger = logging.get_logger(__name__)
 
 STAGING_PREFIX = "_tmp-"
@@ -279,6 +281,10 @@ class AtomicCheckpointMixin:
     Three methods are overridden, all for this one purpose: `_save_checkpoint` (stage, then rename and rotate),
     `_get_output_dir` (points the parent at the staging directory while it saves) and `_push_from_checkpoint`
     (defers checkpoint uploads until the rename so they never read a moving directory).
+
+    Being the one base every stage's trainer has, it also makes sure a run that asks for FSDP or DeepSpeed really is
+    sharded: `_prepare_for_training` calls [`~hf_llm.training.distributed.check_sharding`] before and after the model
+    is wrapped, so a silent fallback to DDP (or to independent ranks) stops before the first step with one line.
     """
 
     _staging_run_dir: str | None = None
@@ -294,6 +300,12 @@ class AtomicCheckpointMixin:
             self._deferred_push = checkpoint_folder
             return
         super()._push_from_checkpoint(checkpoint_folder)
+
+    def _prepare_for_training(self, max_steps: int, train_dataloader: Any, resume_from_checkpoint: str | None):
+        check_sharding(self.accelerator)  # the mode, before DeepSpeed's set-up can fail on a miscounted world size
+        model, train_dataloader = super()._prepare_for_training(max_steps, train_dataloader, resume_from_checkpoint)
+        check_sharding(self.accelerator, model)  # the wrapper the model really got
+        return model, train_dataloader
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         run_dir = super()._get_output_dir(trial)

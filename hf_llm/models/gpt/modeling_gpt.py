@@ -221,6 +221,24 @@ class GPTPreTrainedModel(PreTrainedModel):
             init.copy_(module.inv_freq, module.compute_inv_freq(self.config))
 
     def save_pretrained(self, save_directory, *args, **kwargs):
+        # FSDP2 (`fully_shard`) swaps the model's class for a generated subclass, `FSDPGPTForCausalLM`, defined in a
+        # torch module: saved as that class, `auto_map` would point at `_fsdp_init.FSDPGPTForCausalLM` and torch's
+        # `_fsdp_*.py` files would be copied instead of this one. Save as the class the model was built as.
+        own_class = next(cls for cls in type(self).__mro__ if not cls.__module__.startswith("torch."))
+        if own_class is not type(self):
+            wrapper_class, self.__class__ = type(self), own_class
+            try:
+                return self.save_pretrained(save_directory, *args, **kwargs)
+            finally:
+                self.__class__ = wrapper_class
+        state_dict = kwargs.get("state_dict")
+        tied = self._tied_weights_keys or {}
+        if state_dict is not None and self.config.tie_word_embeddings:
+            # A gathered state dict (FSDP full state dict, ZeRO-3 16-bit weights) holds tied weights as two copies,
+            # which transformers drops only when they share memory: drop the alias as an unsharded save does.
+            kwargs["state_dict"] = {
+                name: tensor for name, tensor in state_dict.items() if tied.get(name) not in state_dict
+            }
         # With the code files shipped (register_for_auto_class), map every Auto class, not only the saved one, so a
         # causal-LM checkpoint also loads as AutoModelForSequenceClassification (reward/value models) by remote code.
         if self._auto_class is not None:
