@@ -23,6 +23,29 @@ def load_for_generation(
     return load_model_for_evaluation(model_name_or_path, task="pretrain", trust_remote_code=trust_remote_code)
 
 
+def check_generation_flags(args: argparse.Namespace) -> None:
+    """Refuse decoding flags `generate()` would reject or misread, before the model is loaded."""
+    if args.temperature < 0:
+        raise UsageError(f"--temperature {args.temperature} is negative; pass 0 for greedy decoding or a value > 0.")
+    if not 0 < args.top_p <= 1:
+        raise UsageError(f"--top_p {args.top_p} is outside (0, 1]; pass e.g. --top_p 0.95 (1 keeps every token).")
+    if args.max_new_tokens < 1:
+        raise UsageError(f"--max_new_tokens {args.max_new_tokens} generates nothing; pass 1 or more.")
+
+
+def prompt_inputs(tokenizer: PreTrainedTokenizerBase, prompt: str) -> dict:
+    """`--prompt` as model inputs; an empty prompt (or one that encodes to no token) starts from the BOS token."""
+    import torch
+
+    inputs = tokenizer(prompt, return_tensors="pt")
+    if inputs["input_ids"].shape[-1] > 0:
+        return dict(inputs)
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        raise UsageError("--prompt is empty and the tokenizer has no BOS (or EOS) token to start from; pass a prompt.")
+    return {"input_ids": torch.tensor([[start]]), "attention_mask": torch.ones(1, 1, dtype=torch.long)}
+
+
 def generation_kwargs(
     args: argparse.Namespace, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_length: int
 ) -> dict:
@@ -44,13 +67,14 @@ def run_generate(args: argparse.Namespace) -> int:
     import torch
     from transformers import TextStreamer, set_seed
 
+    check_generation_flags(args)
     set_seed(args.seed)
     model, tokenizer = load_for_generation(args.model_name_or_path, args.trust_remote_code)
-    inputs = tokenizer(args.prompt, return_tensors="pt").to(model.device)
+    inputs = {name: tensor.to(model.device) for name, tensor in prompt_inputs(tokenizer, args.prompt).items()}
     streamer = TextStreamer(tokenizer, skip_special_tokens=True)
     with torch.inference_mode():
         model.generate(
-            **inputs, streamer=streamer, **generation_kwargs(args, model, tokenizer, inputs.input_ids.shape[-1])
+            **inputs, streamer=streamer, **generation_kwargs(args, model, tokenizer, inputs["input_ids"].shape[-1])
         )
     return 0
 
@@ -65,6 +89,7 @@ def run_chat(args: argparse.Namespace) -> int:
     import torch
     from transformers import TextStreamer, set_seed
 
+    check_generation_flags(args)
     set_seed(args.seed)
     model, tokenizer = load_for_generation(args.model_name_or_path, args.trust_remote_code)
     if tokenizer.chat_template is None:

@@ -213,7 +213,7 @@ def from_pretrained(
     try:
         return auto_class.from_pretrained(path, **kwargs)
     except OSError as err:
-        raise OSError(_explain_os_error(name_or_path, flag, err)) from err
+        raise OSError(explain_load_error(name_or_path, flag, err)) from err
 
 
 def tokenizer_from_pretrained(name_or_path: str, *, flag: str = "--tokenizer_name_or_path", **kwargs: Any):
@@ -230,11 +230,14 @@ def tokenizer_from_pretrained(name_or_path: str, *, flag: str = "--tokenizer_nam
     try:
         return AutoTokenizer.from_pretrained(os.path.expanduser(name_or_path), **kwargs)
     except OSError as err:
-        raise OSError(_explain_os_error(name_or_path, flag, err)) from err
+        raise OSError(explain_load_error(name_or_path, flag, err)) from err
 
 
-def _explain_os_error(name_or_path: str, flag: str, err: OSError) -> str:
+def explain_load_error(name_or_path: str, flag: str, err: OSError) -> str:
+    """The message of a failed `from_pretrained` of `name_or_path`, naming `flag` and the fix (offline, no repo)."""
     message = str(err)
+    if message.startswith(f"{flag} "):
+        return message  # already explained
     if os.path.isdir(os.path.expanduser(name_or_path)):
         return f"{flag} {name_or_path}: {message}"
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
@@ -251,3 +254,53 @@ def _explain_os_error(name_or_path: str, flag: str, err: OSError) -> str:
             "--hub_token or `hf auth login`)."
         )
     return f"{flag} {name_or_path}: {message}"
+
+
+def check_classification_head(
+    name_or_path: str, task: str, *, adapter_config: dict | None = None, trust_remote_code: bool = False
+) -> None:
+    """
+    Refuse to evaluate a checkpoint whose sequence-classification head was never trained: loading a causal LM (or an
+    SFT adapter) with `AutoModelForSequenceClassification` silently builds a random `score` head, whose accuracy is
+    noise that looks like a result.
+
+    Args:
+        name_or_path (`str`): The checkpoint (a local directory or Hub repo id).
+        task (`str`): `"classifier"` (a head of 2 or more labels) or `"reward"` (one score).
+        adapter_config (`dict`, *optional*): The checkpoint's `adapter_config.json` when it is a PEFT adapter.
+        trust_remote_code (`bool`, defaults to `False`): Passed to `AutoConfig` for a full model.
+
+    Raises:
+        `UsageError`: Naming the checkpoint, what it is, and which stage writes the model the task needs.
+    """
+    from transformers import AutoConfig
+
+    writer = "train_scripts/reward.py" if task == "reward" else "train_scripts/classifier.py"
+    if adapter_config is not None:
+        saved = set(adapter_config.get("modules_to_save") or [])
+        if adapter_config.get("task_type") != "SEQ_CLS" and not saved & {"score", "classifier"}:
+            raise UsageError(
+                f"--task {task}: {name_or_path} is a {adapter_config.get('task_type') or 'PEFT'} adapter without a "
+                f"trained classification head (no `score` in modules_to_save), so its scores would come from a random "
+                f"head. Evaluate an adapter or model written by {writer}, or use --task pretrain/sft for a causal LM."
+            )
+        return
+    config = AutoConfig.from_pretrained(os.path.expanduser(name_or_path), trust_remote_code=trust_remote_code)
+    architectures = config.architectures or []
+    if not any(name.endswith("ForSequenceClassification") for name in architectures):
+        raise UsageError(
+            f"--task {task}: {name_or_path} is a {', '.join(architectures) or config.model_type} with no trained "
+            f"classification head, so its scores would come from a randomly initialised one. Evaluate a model "
+            f"written by {writer}, or use --task pretrain/sft for a causal LM."
+        )
+    if task == "reward" and config.num_labels != 1:
+        raise UsageError(
+            f"--task reward: {name_or_path} is a classifier with {config.num_labels} labels, not a reward model (one "
+            "score per text, num_labels=1); evaluate it with --task classifier, or a model written by "
+            "train_scripts/reward.py."
+        )
+    if task == "classifier" and config.num_labels == 1:
+        raise UsageError(
+            f"--task classifier: {name_or_path} is a reward model (one score, num_labels=1); evaluate it with --task "
+            "reward."
+        )

@@ -213,6 +213,88 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
     assert snapshot(tmp_path / "model") == model_before
 
 
+# ---- hf-llm eval / generate (item 3's loading errors, item 4's random heads, item 5's decoding flags) ----
+
+
+def _classification_data(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    path.write_text(
+        "".join(json.dumps({"text": f"text {i}", "label": ["neg", "pos"][i % 2]}) + "\n" for i in range(8))
+    )
+    return path
+
+
+GENERATE = ["generate", "--model_name_or_path", "{run}", "--prompt", "x"]
+
+
+def _preference_data(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"question {i}", "chosen": "a good answer", "rejected": "a bad one"} for i in range(8)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+CLI_CASES = [
+    ("eval_classifier_on_a_causal_lm", ["eval", "--task", "classifier", "--model_name_or_path", "{run}"],
+     ["hf-llm eval: error: --task classifier", "GPTForCausalLM", "no trained classification head"]),
+    ("eval_reward_on_a_causal_lm", ["eval", "--task", "reward", "--model_name_or_path", "{run}"],
+     ["--task reward", "GPTForCausalLM", "train_scripts/reward.py"]),
+    ("eval_missing_model_dir", ["eval", "--task", "pretrain", "--model_name_or_path", "{tmp}/missing"],
+     ["--model_name_or_path {tmp}/missing", "no such directory"]),
+    ("eval_pickle_only", ["eval", "--task", "pretrain", "--model_name_or_path", "{tmp}/model"],
+     ["pytorch_model.bin", "safetensors weights only"]),
+    ("generate_negative_temperature", [*GENERATE, "--temperature", "-1"],
+     ["hf-llm generate: error: --temperature -1.0"]),
+    ("generate_top_p_zero", [*GENERATE, "--top_p", "0"],
+     ["--top_p 0.0 is outside (0, 1]"]),
+    ("generate_top_p_above_one", [*GENERATE, "--top_p", "1.5"],
+     ["--top_p 1.5 is outside (0, 1]"]),
+    ("generate_missing_model", ["generate", "--model_name_or_path", "{tmp}/missing", "--prompt", "x"],
+     ["--model_name_or_path {tmp}/missing", "no such directory"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv, fragments", [case[1:] for case in CLI_CASES], ids=[case[0] for case in CLI_CASES])
+def test_cli_bad_input_is_one_line_exit_2(argv, fragments, finished_run, pretrain_text_file, tmp_path, capsys):
+    from hf_llm.cli import main as cli_main
+
+    _broken_model("pickle_only")(tmp_path, finished_run, pretrain_text_file)
+    fill = {"{run}": str(finished_run), "{tmp}": str(tmp_path)}
+
+    def filled(value):
+        for key, replacement in fill.items():
+            value = str(value).replace(key, replacement)
+        return value
+
+    argv = [filled(a) for a in argv]
+    if argv[0] == "eval":
+        data = _preference_data(tmp_path) if "reward" in argv else _classification_data(tmp_path)
+        argv += ["--dataset_name", str(data), "--split", "train", "--output_dir", str(tmp_path / "out")]
+    before = snapshot(finished_run)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(argv)
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "/s]" not in line]
+    assert len(lines) == 1 and lines[0].startswith(f"hf-llm {argv[0]}: error: "), lines
+    for fragment in fragments:
+        assert filled(fragment) in lines[0]
+    assert not (tmp_path / "out").exists()
+    assert snapshot(finished_run) == before
+
+
+def test_generate_from_an_empty_prompt_starts_from_bos(finished_run):
+    from transformers import AutoTokenizer
+
+    from hf_llm.cli import main as cli_main
+    from hf_llm.generation import prompt_inputs
+
+    tokenizer = AutoTokenizer.from_pretrained(finished_run)
+    assert prompt_inputs(tokenizer, "")["input_ids"].tolist() == [[tokenizer.bos_token_id]]
+    assert prompt_inputs(tokenizer, "def")["input_ids"].tolist() == [tokenizer("def")["input_ids"]]
+    argv = ["generate", "--model_name_or_path", str(finished_run), "--prompt", "", "--max_new_tokens", "4"]
+    assert cli_main(argv) == 0  # was an IndexError
+
+
 def test_resuming_a_finished_run_does_nothing_and_exits_0(pretrain_main, finished_run, pretrain_text_file, tmp_path):
     output_dir = _copy_finished(tmp_path, finished_run, pretrain_text_file)
     before = snapshot(output_dir)

@@ -21,6 +21,7 @@ from pathlib import Path
 from transformers import set_seed
 from transformers.utils import logging
 
+from ..loading import check_model_source
 from ..stages import stage_for_eval_task
 from .loading import is_adapter, load_model_for_evaluation
 from .perplexity import model_max_length
@@ -135,6 +136,7 @@ def run_evaluation(args: EvaluationArguments, data_args) -> dict:
     if data_args.dataset_name is None:
         raise ValueError("--dataset_name is required: a Hub dataset id, a local file or folder, or 'pydocs'.")
     set_seed(args.seed)
+    check_model_source(args.model_name_or_path)  # a missing or broken checkpoint is named before the data loads
     dataset = load_evaluation_split(args, data_args)
     num_labels = None
     if stage_for_eval_task(args.task).sequence_classification:

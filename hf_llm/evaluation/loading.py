@@ -17,6 +17,8 @@ from transformers import (
 from transformers.utils import logging
 from transformers.utils.peft_utils import find_adapter_config_file
 
+from hf_llm.loading import check_classification_head, check_model_source, explain_load_error, from_pretrained
+
 from ..stages import stage_for_eval_task
 
 logger = logging.get_logger(__name__)
@@ -137,11 +139,8 @@ def load_model_for_evaluation(
 
     sequence_classification = stage_for_eval_task(task).sequence_classification
     auto_class = AutoModelForSequenceClassification if sequence_classification else AutoModelForCausalLM
-    if _looks_local(model_name_or_path) and not os.path.exists(os.path.expanduser(model_name_or_path)):
-        raise FileNotFoundError(
-            f"--model_name_or_path {model_name_or_path!r} does not exist. Pass a directory written by "
-            "save_pretrained (a base, merged or LoRA adapter checkpoint) or a Hub repo id."
-        )
+    # A missing directory, pickle-only weights or a truncated file: one line naming the path, before loading.
+    check_model_source(model_name_or_path)
     model_name_or_path = os.path.expanduser(model_name_or_path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     load_kwargs = {"trust_remote_code": trust_remote_code}
@@ -153,6 +152,17 @@ def load_model_for_evaluation(
     except OSError:
         adapter_config_file = None
     tokenizer_candidates = [tokenizer_name_or_path] if tokenizer_name_or_path else [model_name_or_path]
+    if sequence_classification:
+        adapter_config = None
+        if adapter_config_file is not None:
+            with open(adapter_config_file, encoding="utf-8") as f:
+                adapter_config = json.load(f)
+        try:
+            check_classification_head(
+                model_name_or_path, task, adapter_config=adapter_config, trust_remote_code=trust_remote_code
+            )
+        except OSError as err:
+            raise OSError(explain_load_error(model_name_or_path, "--model_name_or_path", err)) from err
     try:
         if adapter_config_file is not None:
             from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
@@ -171,12 +181,9 @@ def load_model_for_evaluation(
                 load_kwargs["num_labels"] = num_labels
             model = peft_class.from_pretrained(model_name_or_path, is_trainable=False, **load_kwargs)
         else:
-            model = auto_class.from_pretrained(model_name_or_path, **load_kwargs)
+            model = from_pretrained(auto_class, model_name_or_path, **load_kwargs)
     except OSError as err:
-        raise OSError(
-            f"could not load a model from --model_name_or_path {model_name_or_path!r}: {err}\nPass a directory "
-            "written by save_pretrained or a Hub repo id (reachable, or already cached when HF_HUB_OFFLINE=1)."
-        ) from err
+        raise OSError(explain_load_error(model_name_or_path, "--model_name_or_path", err)) from err
 
     tokenizer = _load_tokenizer(tokenizer_candidates, trust_remote_code)
     if auto_class is AutoModelForSequenceClassification:
