@@ -40,5 +40,10 @@ lint: install
 pipeline: install
 	$(BIN)/hf-llm pipeline --output_dir $(PIPELINE_DIR)
 
+# Every script in benchmarks/ with its defaults: each prints ratios measured in one run and writes JSON under
+# outputs/benchmarks/ (minutes each on 2 CPU cores; see each script's docstring for GPU settings).
+benchmark: install
+	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+
 clean:
 	rm -rf $(VENV) outputs build *.egg-info
