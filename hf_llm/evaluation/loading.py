@@ -30,7 +30,7 @@ DEFAULT_METRICS_DIR = Path(__file__).resolve().parents[2] / "eval" / "metrics"
 def metric_path(name: str, metrics_dir: str | os.PathLike | None = None) -> str:
     """Path of the `evaluate` module script `eval/metrics/<name>/<name>.py`.
 
-    hf_llm never imports `eval/`; it finds the modules next to the package in a checkout (DESIGN §2), or in
+    hf_llm never imports `eval/`; it finds the modules next to the package in a checkout, or in
     `metrics_dir` when given.
 
     Args:
