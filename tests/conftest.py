@@ -170,14 +170,16 @@ def tiny_reward_dir(tmp_path_factory, tiny_tokenizer):
 
 @pytest.fixture(scope="session")
 def tiny_preference_file(tmp_path_factory):
-    """`prefs.jsonl`: 32 prompt/chosen/rejected rows where chosen is fluent and rejected is word salad."""
+    """`prefs.jsonl`: 32 prompt/chosen/rejected rows (prompts of 3 lengths) where chosen is fluent and rejected is
+    word salad."""
     import json
 
     answers = ["It returns the number of items in a container.", "The json module encodes and decodes JSON."]
     path = tmp_path_factory.mktemp("prefs") / "prefs.jsonl"
     with open(path, "w") as f:
         for i in range(32):
-            row = {"prompt": f"What does item {i} do?", "chosen": answers[i % 2], "rejected": "dog lazy the over fox"}
+            prompt = f"What does item {i} do?" + " Explain it." * (i % 3)  # lengths differ: batches get padded
+            row = {"prompt": prompt, "chosen": answers[i % 2], "rejected": "dog lazy the over fox"}
             f.write(json.dumps(row) + "\n")
     return str(path)
 
