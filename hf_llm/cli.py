@@ -7,6 +7,7 @@ hf-llm eval --model_name_or_path outputs/pipeline/pretrain --task pretrain --dat
 hf-llm serve outputs/pipeline/sft --host 127.0.0.1 --port 8000   # OpenAI-compatible server (transformers serve)
 hf-llm rank --model_name_or_path outputs/pipeline/sft --dataset_name pydocs --labeler alice   # rank answers in a page
 hf-llm chat --web --model_name_or_path outputs/pipeline/sft                             # a chat page
+hf-llm merge outputs/sft-gpt2 --output_dir outputs/sft-gpt2-merged   # LoRA adapter -> standalone model
 
 A command lives in a library module as `add_<name>_command(commands)`: it adds its subparser and sets
 `run=<function(args) -> int>` with `set_defaults`; a command that parses its own flags (as `eval` does, with TRL's
@@ -25,6 +26,7 @@ from .feedback.commands import add_rank_command
 from .generation import add_chat_command, add_generate_command
 from .pipeline import add_pipeline_command
 from .serving import add_serve_command
+from .training.finetuning import add_merge_command
 
 COMMANDS = (
     add_pipeline_command,
@@ -33,6 +35,7 @@ COMMANDS = (
     add_eval_command,
     add_serve_command,
     add_rank_command,
+    add_merge_command,
 )
 
 

@@ -221,6 +221,22 @@ def test_lora_sft_reports_bleu_and_merges(tiny_base, alpaca_dir, tmp_path):
     generator = pipeline("text-generation", model=os.path.join(output_dir, "merged"))
     assert isinstance(generator("What does len do?", max_new_tokens=4)[0]["generated_text"], str)
 
+    from hf_llm.cli import main as hf_llm_main
+
+    assert hf_llm_main(["merge", output_dir, "--output_dir", str(tmp_path / "cli-merged")]) == 0
+    remerged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "cli-merged")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(remerged(ids).logits, merged(ids).logits, atol=1e-6, rtol=1e-6)
+
+
+def test_merge_command_refuses_a_full_model(tiny_base, capsys):
+    from hf_llm.cli import main as hf_llm_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        hf_llm_main(["merge", tiny_base, "--output_dir", tiny_base + "-merged"])
+    assert exit_info.value.code == 2
+    assert "hf-llm merge: error: " in capsys.readouterr().err and not os.path.exists(tiny_base + "-merged")
+
 
 @pytest.mark.slow
 def test_qlora_sft_step_runs_on_cpu(tiny_base, alpaca_dir, tmp_path):

@@ -543,3 +543,44 @@ def merge_adapter(
                 shutil.copy2(os.path.join(adapter_dir, name), os.path.join(output_dir, name))
     logger.info(f"Merged adapter {adapter_dir} into {base_model}: saved to {os.path.abspath(output_dir)}")
     return output_dir
+
+
+def run_merge(args) -> int:
+    """`hf-llm merge`: merge an adapter and optionally push the merged model."""
+    output_dir = merge_adapter(
+        args.adapter_dir,
+        args.output_dir,
+        num_labels=args.num_labels,
+        revision=args.revision,
+        token=args.hub_token,
+        trust_remote_code=args.trust_remote_code,
+    )
+    if args.push_to_hub:
+        from hf_llm.hub import push_output_dir
+
+        push_output_dir(
+            output_dir,
+            args.hub_model_id,
+            private=args.hub_private_repo,
+            token=args.hub_token,
+            commit_message=f"Merge of {args.adapter_dir}",
+        )
+    print(f"merged model: {os.path.abspath(output_dir)}")
+    return 0
+
+
+def add_merge_command(commands) -> None:
+    """`hf-llm merge ADAPTER_DIR --output_dir DIR` and its flags."""
+    command = commands.add_parser(
+        "merge", help="merge a LoRA adapter into its base: a standalone model that loads without PEFT"
+    )
+    command.add_argument("adapter_dir", help="adapter directory or Hub repo id (classifier.py / sft.py output)")
+    command.add_argument("--output_dir", required=True, help="where to write the merged model")
+    command.add_argument("--num_labels", type=int, help="classes of a classifier adapter without labels.json")
+    command.add_argument("--revision", help="Hub revision of the adapter")
+    command.add_argument("--trust_remote_code", action="store_true", help="allow custom code from the Hub")
+    command.add_argument("--push_to_hub", action="store_true", help="push the merged model (needs --hub_model_id)")
+    command.add_argument("--hub_model_id", help="repo to push to, e.g. your-name/gpt-sft-merged")
+    command.add_argument("--hub_private_repo", action="store_true", help="create the repo private")
+    command.add_argument("--hub_token", help="Hub token (default: HF_TOKEN or the saved login)")
+    command.set_defaults(run=run_merge)
