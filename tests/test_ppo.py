@@ -112,3 +112,22 @@ def test_win_rate_of_a_policy_over_itself_is_one_half(tiny_sft_dir, tiny_reward_
     assert metrics["win_rate"] == 0.5 and metrics["num_ties"] == 4 and metrics["mean_reward_margin"] == 0
     assert metrics["mean_reward"] == metrics["reference_mean_reward"]
     assert [s["reward"] for s in samples] == [s["reference_reward"] for s in samples]
+
+
+def test_eval_win_rate_task_and_reward_task_refuses_a_causal_lm(
+    tiny_sft_dir, tiny_reward_dir, tiny_preference_file, tmp_path
+):
+    from hf_llm.errors import UsageError
+    from hf_llm.evaluation.evaluate_model import main
+
+    report = main(
+        ["--model_name_or_path", tiny_sft_dir, "--task", "win_rate", "--reference_model_name_or_path", tiny_sft_dir,
+         "--reward_model_name_or_path", tiny_reward_dir, "--dataset_name", "pydocs", "--split", "validation",
+         "--max_eval_samples", "3", "--max_new_tokens", "4", "--output_dir", str(tmp_path / "wr"), "--device", "cpu"],
+    )  # fmt: skip
+    assert report["metrics"]["win_rate"] == 0.5 and report["metrics"]["num_prompts"] == 3
+    with pytest.raises(UsageError, match="not a reward model"):
+        main(
+            ["--model_name_or_path", tiny_sft_dir, "--task", "reward", "--dataset_name", tiny_preference_file,
+             "--split", "train", "--output_dir", str(tmp_path / "rw"), "--device", "cpu"],
+        )  # fmt: skip

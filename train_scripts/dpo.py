@@ -36,6 +36,7 @@ from trl import ModelConfig, TrlParser
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
+from hf_llm.evaluation.win_rate import load_reward_model
 from hf_llm.training import (
     AtomicCheckpointMixin,
     NonFiniteGuardCallback,
@@ -48,7 +49,6 @@ from hf_llm.training import (
 from hf_llm.training.alignment import (
     count_overlong_dpo_pairs,
     held_out_win_rate,
-    load_reward_model,
     prepare_preference_dataset,
     resolve_sft_checkpoint,
 )

@@ -42,6 +42,7 @@ from trl.experimental import ppo as trl_ppo  # noqa: E402
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
+from hf_llm.evaluation.win_rate import load_reward_model
 from hf_llm.training import (
     AtomicCheckpointMixin,
     NonFiniteGuardCallback,
@@ -53,7 +54,6 @@ from hf_llm.training.alignment import (
     LeftPaddingCollator,
     PPOMonitorCallback,
     held_out_win_rate,
-    load_reward_model,
     resolve_sft_checkpoint,
     tokenize_prompts,
 )

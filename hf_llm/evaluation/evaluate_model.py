@@ -27,6 +27,7 @@ from .loading import is_adapter, load_model_for_evaluation
 from .perplexity import model_max_length
 from .report import build_manifest, write_evaluation_report
 from .tasks import EVALUATORS, TASKS
+from .win_rate import check_reward_model
 
 logger = logging.get_logger(__name__)
 
@@ -65,6 +66,10 @@ class EvaluationArguments:
             Random seed, recorded in the manifest.
         metrics_dir (`str`, *optional*):
             The `eval/metrics` directory holding the `evaluate` modules; defaults to the checkout's.
+        reward_model_name_or_path (`str`, *optional*):
+            `win_rate` task: the reward model (a `reward.py` output) that scores the greedy answers.
+        reference_model_name_or_path (`str`, *optional*):
+            `win_rate` task: the policy the model is compared against (e.g. the SFT model it was aligned from).
         device (`str`, *optional*):
             `"cpu"`, `"cuda"`, ...; defaults to CUDA when available.
         trust_remote_code (`bool`, defaults to `False`):
@@ -92,6 +97,12 @@ class EvaluationArguments:
     seed: int = field(default=42, metadata={"help": "Random seed (recorded in the manifest)."})
     metrics_dir: str | None = field(
         default=None, metadata={"help": "The eval/metrics directory; defaults to the one in hf_llm's checkout."}
+    )
+    reward_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "win_rate task: the reward model (reward.py output) that scores answers."}
+    )
+    reference_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "win_rate task: the policy compared against (e.g. the SFT model)."}
     )
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ...; defaults to CUDA when available."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow code shipped with the checkpoint."})
@@ -137,6 +148,8 @@ def run_evaluation(args: EvaluationArguments, data_args) -> dict:
         raise ValueError("--dataset_name is required: a Hub dataset id, a local file or folder, or 'pydocs'.")
     set_seed(args.seed)
     check_model_source(args.model_name_or_path)  # a missing or broken checkpoint is named before the data loads
+    if args.task == "reward":
+        check_reward_model(args.model_name_or_path, trust_remote_code=args.trust_remote_code)  # not a random head
     dataset = load_evaluation_split(args, data_args)
     num_labels = None
     if stage_for_eval_task(args.task).sequence_classification:

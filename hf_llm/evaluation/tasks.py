@@ -6,6 +6,7 @@
 | `classifier` | sequence classifier | accuracy, macro-F1, confusion matrix (+ `confusion_matrix.png`) |
 | `sft` | causal LM | BLEU of greedy generations, perplexity of the references given the prompts |
 | `reward` | reward model (`num_labels=1`) | pairwise accuracy (chosen scored above rejected), mean margin |
+| `win_rate` | policy (+ reference, reward model) | mean reward of greedy answers, win rate over the reference |
 
 Every evaluator has the signature `evaluate_<task>(model, tokenizer, dataset, args) -> TaskResult`: `dataset` is the
 evaluated split in the stage's data format (`STAGES[...].data_format`, canonical columns), `args` the
@@ -27,6 +28,7 @@ from .classification import classification_report
 from .inference import decoding_settings, generate_greedy, greedy_decoding, score_sequences
 from .loading import load_metric
 from .perplexity import compute_perplexity, model_max_length
+from .win_rate import evaluate_win_rate
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -192,6 +194,7 @@ EVALUATORS: dict[str, Evaluator] = {
     "classifier": evaluate_classifier,
     "sft": evaluate_sft,
     "reward": evaluate_reward,
+    "win_rate": evaluate_win_rate,
 }
 
 #: The `--task` values `hf-llm eval` accepts.

@@ -13,7 +13,8 @@ Facts these helpers encode (TRL 1.12 on hf_llm's GPT, DESIGN §5):
   fills it: here they are counted and reported, truncated (keeping the end a reward model pools) or refused by
   `--overlong_strategy`.
 - The reward model and PPO find padding as `input_ids != pad_token_id`: pad must differ from eos.
-- PPO's reward and value models must be sequence classifiers with a `score` head ([`load_reward_model`]).
+- PPO's reward and value models must be sequence classifiers with a `score` head
+  (`hf_llm.evaluation.win_rate.load_reward_model` refuses anything else).
 - PPO rollouts continue the last column of a batch: prompts must be padded on the left ([`LeftPaddingCollator`]).
 """
 
@@ -27,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import (
-    AutoModelForSequenceClassification,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     TrainerCallback,
@@ -39,9 +39,9 @@ from transformers.utils import logging
 
 from hf_llm.data import DataError, hf_llm_cache_dir
 from hf_llm.data.formatting import chat_prompt, preference_conversation, preference_texts
-from hf_llm.errors import UsageError
+from hf_llm.evaluation.loading import is_adapter
 
-from .finetuning import load_adapter_model, merge_adapter
+from .finetuning import merge_adapter
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -52,15 +52,6 @@ logger = logging.get_logger(__name__)
 # ----------------------------------------------------------------------------------------------------------------
 # The SFT model the alignment stages start from
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _is_adapter(model_name_or_path: str) -> bool:
-    from transformers.utils.peft_utils import find_adapter_config_file
-
-    try:
-        return find_adapter_config_file(model_name_or_path) is not None
-    except (OSError, ValueError):
-        return False
 
 
 def resolve_sft_checkpoint(model_name_or_path: str, *, trust_remote_code: bool = False) -> str:
@@ -79,7 +70,7 @@ def resolve_sft_checkpoint(model_name_or_path: str, *, trust_remote_code: bool =
     Returns:
         `str`: The path or repo id to load with `AutoModelFor*`.
     """
-    if not _is_adapter(model_name_or_path):
+    if not is_adapter(model_name_or_path):
         return model_name_or_path
     weights = os.path.join(model_name_or_path, "adapter_model.safetensors")
     stamp = os.stat(weights).st_mtime_ns if os.path.isfile(weights) else 0
@@ -91,61 +82,6 @@ def resolve_sft_checkpoint(model_name_or_path: str, *, trust_remote_code: bool =
         merge_adapter(model_name_or_path, staging, trust_remote_code=trust_remote_code)
         os.replace(staging, target)  # atomic: a concurrent or killed run never sees half a checkpoint
     return str(target)
-
-
-def load_reward_model(
-    model_name_or_path: str,
-    *,
-    dtype: torch.dtype | str | None = None,
-    trust_remote_code: bool = False,
-    what: str = "--reward_model_path",
-) -> PreTrainedModel:
-    """
-    Load a reward model (a `reward.py` output: full, merged or a LoRA adapter, which is merged here) as a standalone
-    `AutoModelForSequenceClassification` with one output, the form PPO's `get_reward` needs (a backbone and a `score`
-    head).
-
-    Args:
-        model_name_or_path (`str`): A directory or Hub repo id.
-        dtype (`torch.dtype` or `str`, *optional*): Weights dtype; defaults to the checkpoint's.
-        trust_remote_code (`bool`, defaults to `False`): Passed to `from_pretrained`.
-        what (`str`, defaults to `"--reward_model_path"`): The flag that named the model, for error messages.
-
-    Returns:
-        `PreTrainedModel`: The reward model, in eval mode.
-
-    Raises:
-        `UsageError`: The checkpoint is not a reward model (a causal LM, or a classifier with several labels).
-    """
-    import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
-
-    if _is_adapter(model_name_or_path):
-        model = load_adapter_model(model_name_or_path, num_labels=1, trust_remote_code=trust_remote_code)
-        if not hasattr(model.base_model.model, "score"):
-            raise UsageError(
-                f"{what} {model_name_or_path} is a causal-LM adapter, not a reward model; pass the output of "
-                "train_scripts/reward.py."
-            )
-        model = model.merge_and_unload()
-    else:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
-        architectures = config.architectures or []
-        if not any(name.endswith("ForSequenceClassification") for name in architectures):
-            raise UsageError(
-                f"{what} {model_name_or_path} is a {', '.join(architectures) or config.model_type} model, not a "
-                "reward model (a sequence classifier with one output); pass the output of train_scripts/reward.py."
-            )
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
-        )
-    if model.config.num_labels != 1:
-        raise UsageError(
-            f"{what} {model_name_or_path} has {model.config.num_labels} outputs; a reward model has one "
-            "(num_labels=1). Pass the output of train_scripts/reward.py, not a classifier."
-        )
-    return model.eval()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -544,7 +480,7 @@ def held_out_win_rate(
     Args:
         policy (`PreTrainedModel`): The trained policy (a `PeftModel` under LoRA).
         sft_model_path (`str`): The SFT checkpoint, loaded fresh as the "before" policy.
-        reward_model (`PreTrainedModel`): The judge ([`load_reward_model`]).
+        reward_model (`PreTrainedModel`): The judge (`hf_llm.evaluation.win_rate.load_reward_model`).
         tokenizer (`PreTrainedTokenizerBase`): The policy's tokenizer.
         examples (`list[dict]`): Held-out rows (their prompts).
         max_new_tokens (`int`): Most tokens per greedy answer.
