@@ -66,6 +66,9 @@ def pretrain_argv(pretrain_text_file, output_dir, per_device_batch: int, init_di
         *tiny, "--dataset_name", pretrain_text_file, "--output_dir", str(output_dir),
         "--per_device_train_batch_size", str(per_device_batch), "--max_steps", str(STEPS),
         "--save_steps", str(SAVE_STEPS), "--eval_strategy", "steps", "--eval_steps", str(SAVE_STEPS),
+        # One sequence per evaluation batch: a last batch that does not divide over the ranks is padded with repeated
+        # sequences, whose share of a multi-sequence batch's mean loss would differ from one process's by ~1e-4.
+        "--per_device_eval_batch_size", "1",
     ]  # fmt: skip
 
 
