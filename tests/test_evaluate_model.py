@@ -176,10 +176,11 @@ def test_lora_adapter_from_a_yaml_recipe(workspace, tiny_tokenizer):
 
 def _class_logits(model, tokenizer, texts):
     rows = []
+    context = model.config.max_position_embeddings
     with torch.no_grad():
         for text in texts:  # one at a time: no padding involved
-            ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
-            rows.append(model(input_ids=ids).logits[0])
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"][-context:]  # the end is what is pooled
+            rows.append(model(input_ids=torch.tensor([ids])).logits[0])
     return torch.stack(rows).numpy()
 
 
@@ -300,12 +301,24 @@ def test_reward_pairwise_accuracy(workspace, tiny_tokenizer):
         workspace["data_preference"],
     )
     model = AutoModelForSequenceClassification.from_pretrained(workspace["reward"]).eval()
-    eos = tiny_tokenizer.eos_token
-    chosen = _class_logits(model, tiny_tokenizer, [p + c + eos for p, c, _ in PREFERENCE])[:, 0]
-    rejected = _class_logits(model, tiny_tokenizer, [p + r + eos for p, _, r in PREFERENCE])[:, 0]
+
+    # A plain-text prompt is the user's turn of the chat template, as the reward and DPO stages train on it.
+    def render(prompt, answer):
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+        return tiny_tokenizer.apply_chat_template(messages, tokenize=False)
+
+    chosen = _class_logits(model, tiny_tokenizer, [render(p, c) for p, c, _ in PREFERENCE])[:, 0]
+    rejected = _class_logits(model, tiny_tokenizer, [render(p, r) for p, _, r in PREFERENCE])[:, 0]
     metrics = report["metrics"]
     assert metrics["pairwise_accuracy"] == pytest.approx(np.mean(chosen > rejected), rel=1e-12)
     assert metrics["mean_margin"] == pytest.approx(np.mean(chosen - rejected), rel=1e-4, abs=1e-6)
+    context = model.config.max_position_embeddings
+    lengths = [
+        len(tiny_tokenizer(render(p, a), add_special_tokens=False)["input_ids"])
+        for p, *pair in PREFERENCE
+        for a in pair
+    ]
+    assert metrics["num_truncated"] == sum(length > context for length in lengths)
     _check_manifest(report["manifest"], "reward")
 
 

@@ -239,7 +239,8 @@ def test_missing_repo_errors_name_the_repo(hub, tmp_path):
         hf_hub_download("tester/does-not-exist", "config.json")
     with pytest.raises(OSError, match="tester/does-not-exist"):
         AutoModelForCausalLM.from_pretrained("tester/does-not-exist")
-    with pytest.raises(OSError, match="--model_name_or_path 'tester/does-not-exist'"):
+    missing = "--model_name_or_path tester/does-not-exist: no such local directory and no such Hub repo"
+    with pytest.raises(OSError, match=missing):
         load_model_for_evaluation("tester/does-not-exist", task="pretrain")
     with pytest.raises(ValueError, match="--hub_model_id"):
         push_output_dir(tmp_path, None)
