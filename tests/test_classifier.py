@@ -276,3 +276,28 @@ def test_adapter_pushed_to_hub_loads_by_repo_id(tiny_base, labeled_csv, tmp_path
     batch = {"input_ids": torch.tensor([[5, 6, 7, 8]])}
     with torch.no_grad():
         torch.testing.assert_close(remote(**batch).logits, local(**batch).logits, atol=0, rtol=0)
+
+
+def test_gpt2_checkpoint_is_converted_once_with_a_pad_token(tiny_tokenizer, tmp_path, monkeypatch):
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from hf_llm import GPTForSequenceClassification
+    from hf_llm.training.finetuning import load_model_for_stage, load_tokenizer_for_stage, resolve_base_model
+
+    monkeypatch.setenv("HF_LLM_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    gpt2_dir = tmp_path / "gpt2"
+    config = GPT2Config(vocab_size=len(tiny_tokenizer) - 1, n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    GPT2LMHeadModel(config).save_pretrained(gpt2_dir)
+    # GPT-2's tokenizer: eos only, no pad token, no chat template.
+    PreTrainedTokenizerFast(
+        tokenizer_object=tiny_tokenizer.backend_tokenizer, eos_token="<|endoftext|>"
+    ).save_pretrained(gpt2_dir)
+    args = model_args(str(gpt2_dir))
+    tokenizer = load_tokenizer_for_stage(args, "classifier")
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id and tokenizer.chat_template is not None
+    model = load_model_for_stage(args, "classifier", tokenizer, num_labels=2)
+    assert isinstance(model, GPTForSequenceClassification)
+    assert model.get_input_embeddings().num_embeddings >= len(tokenizer)
+    converted = resolve_base_model(str(gpt2_dir))
+    assert converted.startswith(str(tmp_path / "cache")) and resolve_base_model(str(gpt2_dir)) == converted
