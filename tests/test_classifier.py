@@ -31,13 +31,14 @@ def tiny_base(tmp_path_factory, tiny_tokenizer):
 
 
 @pytest.fixture(scope="module")
-def tiny_base_64(tmp_path_factory, tiny_tokenizer):
-    """Like `tiny_base`, 64 wide: bitsandbytes' CPU 4-bit matmul needs rows of at least one 64-value block."""
+def tiny_base_96(tmp_path_factory, tiny_tokenizer):
+    """Like `tiny_base`, 96 wide as the `tiny` preset: 1.5 quantization blocks of 64 (bitsandbytes' CPU 4-bit matmul
+    needs at least one block per row, and its packed inference kernel whole blocks)."""
     from hf_llm import GPTForCausalLM
 
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny_base_64")
-    GPTForCausalLM(tiny_gpt_config(tiny_tokenizer, hidden_size=64)).save_pretrained(path)
+    path = tmp_path_factory.mktemp("tiny_base_96")
+    GPTForCausalLM(tiny_gpt_config(tiny_tokenizer, hidden_size=96)).save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
     return str(path)
 
@@ -197,20 +198,25 @@ def test_lora_script_saves_adapter_that_merges_and_loads_anywhere(tiny_base, lab
 
 
 @pytest.mark.slow
-def test_qlora_step_runs_on_cpu(tiny_base_64, labeled_csv, tmp_path):
+def test_qlora_step_runs_on_cpu(tiny_base_96, labeled_csv, tmp_path):
     from hf_llm.training.finetuning import load_model_for_stage, load_tokenizer_for_stage
 
-    tiny_base = tiny_base_64
+    tiny_base = tiny_base_96
     args = model_args(tiny_base, load_in_4bit=True, use_bnb_nested_quant=True)
     model = load_model_for_stage(args, "classifier", load_tokenizer_for_stage(args, "classifier"), num_labels=2)
     assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
     assert type(model.score).__name__ == "Linear"
+    model.eval()
+    with torch.no_grad():  # the inference path (bitsandbytes' CPU kernel choice differs from training's)
+        assert model(torch.tensor([[5, 6, 7, 8]])).logits.shape == (1, 2)
 
     output_dir = str(tmp_path / "qlora")
     metrics = run_classifier(
         common_args(tiny_base, labeled_csv, output_dir)
-        + ["--load_in_4bit", "true", "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no"]
+        + ["--load_in_4bit", "true", "--max_steps", "2", "--eval_strategy", "steps", "--eval_steps", "2"]
+        + ["--save_strategy", "steps", "--save_steps", "2"]
     )
+    assert 0 <= metrics["eval_accuracy"] <= 1
     assert metrics["train_loss"] == pytest.approx(metrics["train_loss"])  # finite
     assert os.path.isfile(os.path.join(output_dir, "adapter_model.safetensors"))
 

@@ -341,7 +341,22 @@ def load_model_for_stage(
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        _disable_unsupported_cpu_4bit_kernel(model)
     return model
+
+
+def _disable_unsupported_cpu_4bit_kernel(model: torch.nn.Module) -> None:
+    # bitsandbytes 0.50 repacks 4-bit weights for a faster CPU inference kernel (avx512-bf16 CPUs, eval mode, no
+    # grad) that needs the input width to be a whole number of quantization blocks; the `tiny` preset's 96-wide
+    # layers are 1.5 blocks of 64, so evaluation would crash ("shape '[96, 1]' is invalid"). Such layers keep the
+    # generic kernel, which training already uses.
+    for module in model.modules():
+        if not getattr(module, "support_avx512bf16_for_cpu", False):
+            continue
+        quant_state = getattr(module.weight, "quant_state", None)
+        blocksize = getattr(quant_state, "blocksize", 64)
+        if module.in_features % blocksize or module.in_features % 2 or module.out_features % 32:
+            module.support_avx512bf16_for_cpu = False
 
 
 def count_trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
