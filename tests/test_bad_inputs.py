@@ -370,3 +370,23 @@ def test_labels_outside_the_vocabulary_raise_a_clear_error():
     with pytest.raises(ValueError, match="labels contain token id 99, outside the vocabulary of vocab_size=64"):
         model(input_ids=input_ids, labels=torch.tensor([[1, 99, 3]]))
     model(input_ids=input_ids, labels=torch.tensor([[1, -100, 3]]))  # -100 is ignored, not out of range
+
+
+@pytest.mark.parametrize("stage", ["classifier", "sft", "reward", "ppo", "dpo"])
+def test_every_stage_script_refuses_an_output_dir_with_a_users_files(stage, tmp_path):
+    # check_output_dir runs first in every stage script: a user's README.md is refused before any model or data loads.
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    (output_dir / "README.md").write_text("my notes\n")
+    extra = ["--reward_model_path", "openai-community/gpt2"] if stage == "ppo" else []
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "train_scripts", f"{stage}.py"), "--dataset_name", "pydocs",
+         "--model_name_or_path", "openai-community/gpt2", "--output_dir", output_dir, *extra],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith(f"{stage}.py: error:")]
+    assert len(errors) == 1 and "--overwrite_output_dir" in errors[0] and "README.md" in errors[0], result.stderr
+    assert sorted(os.listdir(output_dir)) == ["README.md"]
+    assert (output_dir / "README.md").read_text() == "my notes\n"

@@ -35,18 +35,21 @@ import os
 
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
 from transformers.utils import logging
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
 from hf_llm.evaluation.trainer_metrics import compute_classification_metrics, preprocess_logits_for_classification
+from hf_llm.loading import check_attn_implementation, check_model_source
 from hf_llm.training import (
     AtomicCheckpointMixin,
     NonFiniteGuardCallback,
+    RecipeParser,
     add_callbacks,
+    check_checkpoint_matches_model,
+    check_output_dir,
     final_eval_metrics,
-    resolve_resume_checkpoint,
     save_and_push,
 )
 from hf_llm.training.classifier import (
@@ -79,7 +82,12 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Class
         raise UsageError("no training data: pass --dataset_name (a Hub id, a local CSV/JSON file, or 'pydocs').")
     set_seed(training_args.seed)
     std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
-    resume_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    # Refuses an --output_dir holding another run or other files, before any work; None: a fresh start.
+    resume_checkpoint = check_output_dir(training_args)
+    # trl's ModelConfig checks nothing when parsed: a missing model or attention kernel is refused before the data.
+    check_attn_implementation(model_args.attn_implementation)
+    if model_args.model_name_or_path is not None:
+        check_model_source(model_args.model_name_or_path)
 
     ###################
     # Dataset
@@ -107,6 +115,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Class
             id2label=id2label,
             label2id={name: i for i, name in id2label.items()},
         )
+    check_checkpoint_matches_model(resume_checkpoint, model)
     peft_config = get_stage_peft_config(model_args, "classifier")
     if peft_config is not None:
         from peft import get_peft_model
@@ -194,9 +203,9 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Class
     return metrics
 
 
-def make_parser() -> TrlParser:
+def make_parser() -> RecipeParser:
     """The script's parser: CPU-safe defaults, and LoRA unless `--use_peft false` (full fine-tuning)."""
-    parser = TrlParser((ModelConfig, DataArguments, ClassifierConfig))
+    parser = RecipeParser((ModelConfig, DataArguments, ClassifierConfig))
     apply_cpu_safe_defaults(parser)
     parser.set_defaults_with_config(use_peft=True)
     return parser

@@ -31,19 +31,23 @@ from dataclasses import dataclass, field
 import trl
 from transformers import set_seed
 from transformers.utils import logging
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
 from hf_llm.evaluation.win_rate import load_reward_model
+from hf_llm.loading import check_attn_implementation, check_model_source
 from hf_llm.training import (
     AtomicCheckpointMixin,
     NonFiniteGuardCallback,
+    OutputDirArguments,
+    RecipeParser,
     ThroughputCallback,
     add_callbacks,
+    check_checkpoint_matches_model,
+    check_output_dir,
     final_eval_metrics,
-    resolve_resume_checkpoint,
     save_and_push,
 )
 from hf_llm.training.alignment import (
@@ -66,11 +70,13 @@ logger = logging.get_logger("hf_llm.dpo")
 
 
 @dataclass
-class DPOConfig(trl.DPOConfig):
+class DPOConfig(OutputDirArguments, trl.DPOConfig):
     """
     TRL's `DPOConfig` (every flag works unchanged) plus:
 
     Args:
+        overwrite_output_dir (`bool`, defaults to `False`):
+            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
         max_length (`int`, *optional*):
             Most tokens in `prompt + answer`; defaults to the model's context (TRL's 1024 would exceed it).
         reward_model_path (`str`, *optional*):
@@ -107,7 +113,14 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOCo
         raise UsageError("no preference data: pass --dataset_name (a Hub id, a local JSON/CSV file, or 'pydocs').")
     set_seed(training_args.seed)
     std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
-    resume_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    # Refuses an --output_dir holding another run or other files, before any work; None: a fresh start.
+    resume_checkpoint = check_output_dir(training_args)
+    # trl's ModelConfig checks nothing when parsed: a missing model or attention kernel is refused before the data.
+    check_attn_implementation(model_args.attn_implementation)
+    if model_args.model_name_or_path is not None:
+        check_model_source(model_args.model_name_or_path)
+    if training_args.reward_model_path:
+        check_model_source(training_args.reward_model_path, "--reward_model_path")
 
     ###################
     # Dataset
@@ -138,6 +151,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOCo
         if training_args.reward_model_path and training_args.win_rate_samples > 0:
             reward_model = load_reward_model(training_args.reward_model_path)
     sft_path, model_args.model_name_or_path = model_args.model_name_or_path, sft_model
+    check_checkpoint_matches_model(resume_checkpoint, model)
     context = model.config.max_position_embeddings
     if training_args.max_length is None or training_args.max_length > context:
         training_args.max_length = context
@@ -215,7 +229,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOCo
 
 
 if __name__ == "__main__":
-    parser = TrlParser((ModelConfig, DataArguments, DPOConfig))
+    parser = RecipeParser((ModelConfig, DataArguments, DPOConfig))
     apply_cpu_safe_defaults(parser)
     with exit_on_user_error("dpo.py"):
         main(*parser.parse_args_and_config())

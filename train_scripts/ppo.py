@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from accelerate import PartialState
 from transformers import set_seed
 from transformers.utils import logging
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # we know: see the module docstring
 from trl.experimental import ppo as trl_ppo  # noqa: E402
@@ -43,11 +43,15 @@ import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
 from hf_llm.evaluation.win_rate import load_reward_model
+from hf_llm.loading import check_attn_implementation, check_model_source
 from hf_llm.training import (
     AtomicCheckpointMixin,
     NonFiniteGuardCallback,
+    OutputDirArguments,
+    RecipeParser,
     ThroughputCallback,
     add_callbacks,
+    check_output_dir,
     save_and_push,
 )
 from hf_llm.training.alignment import (
@@ -57,6 +61,7 @@ from hf_llm.training.alignment import (
     resolve_sft_checkpoint,
     tokenize_prompts,
 )
+from hf_llm.training.distributed import check_sharding
 from hf_llm.training.finetuning import (
     MERGED_DIR_NAME,
     apply_cpu_safe_defaults,
@@ -73,11 +78,13 @@ VALUE_MODEL_DIR_NAME = "value_model"
 
 
 @dataclass
-class PPOConfig(trl_ppo.PPOConfig):
+class PPOConfig(OutputDirArguments, trl_ppo.PPOConfig):
     """
     TRL's `PPOConfig` (every flag works unchanged) plus:
 
     Args:
+        overwrite_output_dir (`bool`, defaults to `False`):
+            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
         reward_model_path (`str`):
             The reward model (a `reward.py` output: full, merged or LoRA adapter). Required.
         value_model_path (`str`, *optional*):
@@ -138,13 +145,22 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
         raise UsageError("no prompts: pass --dataset_name (a Hub id, a local JSON/CSV file, or 'pydocs').")
     if training_args.reward_model_path is None:
         raise UsageError("PPO needs a reward model: pass --reward_model_path (the output of train_scripts/reward.py).")
-    if training_args.resume_from_checkpoint:
+    set_seed(training_args.seed)
+    std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
+    # Refuses an --output_dir holding another run or other files, before any work. `latest` with no checkpoint yet is
+    # a fresh start; a checkpoint to resume is refused: TRL's PPOTrainer.train() takes none.
+    if check_output_dir(training_args) is not None:
         raise UsageError(
             "TRL's PPOTrainer cannot resume from a checkpoint (its train() takes no checkpoint); start again, or pass "
             "a checkpoint-N directory as --model_name_or_path to continue from its policy."
         )
-    set_seed(training_args.seed)
-    std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
+    # trl's ModelConfig checks nothing when parsed: a missing model or attention kernel is refused before the data.
+    check_attn_implementation(model_args.attn_implementation)
+    if model_args.model_name_or_path is not None:
+        check_model_source(model_args.model_name_or_path)
+    check_model_source(training_args.reward_model_path, "--reward_model_path")
+    if training_args.value_model_path:
+        check_model_source(training_args.value_model_path, "--value_model_path")
 
     ###################
     # Model & tokenizer
@@ -208,6 +224,8 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
         eval_dataset=eval_prompts,
         peft_config=peft_config,
     )
+    # Trainer's loop (where AtomicCheckpointMixin checks it) never runs in PPO: check the sharding here.
+    check_sharding(trainer.accelerator, trainer.model)
     trainable, total = count_trainable_parameters(trainer.model)
     logger.info(
         f"Training {trainable:,} of {total:,} policy + value parameters "
@@ -269,7 +287,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
 
 
 if __name__ == "__main__":
-    parser = TrlParser((ModelConfig, DataArguments, PPOConfig))
+    parser = RecipeParser((ModelConfig, DataArguments, PPOConfig))
     apply_cpu_safe_defaults(parser)
     with exit_on_user_error("ppo.py"):
         main(*parser.parse_args_and_config())

@@ -35,18 +35,22 @@ from dataclasses import dataclass, field
 import trl
 from transformers import set_seed
 from transformers.utils import logging
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
+from hf_llm.loading import check_attn_implementation, check_model_source
 from hf_llm.training import (
     AtomicCheckpointMixin,
     NonFiniteGuardCallback,
+    OutputDirArguments,
+    RecipeParser,
     ThroughputCallback,
     add_callbacks,
+    check_checkpoint_matches_model,
+    check_output_dir,
     final_eval_metrics,
-    resolve_resume_checkpoint,
     save_and_push,
 )
 from hf_llm.training.alignment import prepare_preference_dataset, resolve_sft_checkpoint, tokenize_reward_pairs
@@ -64,11 +68,13 @@ logger = logging.get_logger("hf_llm.reward")
 
 
 @dataclass
-class RewardConfig(trl.RewardConfig):
+class RewardConfig(OutputDirArguments, trl.RewardConfig):
     """
     TRL's `RewardConfig` (every flag works unchanged) plus:
 
     Args:
+        overwrite_output_dir (`bool`, defaults to `False`):
+            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
         max_length (`int`, *optional*):
             Most tokens in `prompt + answer`; defaults to the model's context (TRL's 1024 would exceed it).
         merge_adapter (`bool`, defaults to `False`):
@@ -93,7 +99,12 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Rewar
         raise UsageError("no preference data: pass --dataset_name (a Hub id, a local JSON/CSV file, or 'pydocs').")
     set_seed(training_args.seed)
     std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
-    resume_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    # Refuses an --output_dir holding another run or other files, before any work; None: a fresh start.
+    resume_checkpoint = check_output_dir(training_args)
+    # trl's ModelConfig checks nothing when parsed: a missing model or attention kernel is refused before the data.
+    check_attn_implementation(model_args.attn_implementation)
+    if model_args.model_name_or_path is not None:
+        check_model_source(model_args.model_name_or_path)
 
     ###################
     # Dataset
@@ -119,6 +130,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Rewar
             num_labels=1,
         )
     model_args.model_name_or_path = sft_model
+    check_checkpoint_matches_model(resume_checkpoint, model)
     context = model.config.max_position_embeddings
     if training_args.max_length is None or training_args.max_length > context:
         training_args.max_length = context
@@ -180,7 +192,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Rewar
 
 
 if __name__ == "__main__":
-    parser = TrlParser((ModelConfig, DataArguments, RewardConfig))
+    parser = RecipeParser((ModelConfig, DataArguments, RewardConfig))
     apply_cpu_safe_defaults(parser)
     with exit_on_user_error("reward.py"):
         main(*parser.parse_args_and_config())

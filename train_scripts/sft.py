@@ -35,18 +35,21 @@ import os
 
 from transformers import set_seed
 from transformers.utils import logging
-from trl import ModelConfig, SFTTrainer, TrlParser
+from trl import ModelConfig, SFTTrainer
 
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
+from hf_llm.loading import check_attn_implementation, check_model_source
 from hf_llm.training import (
     AtomicCheckpointMixin,
     NonFiniteGuardCallback,
     PerplexityCallback,
+    RecipeParser,
     add_callbacks,
+    check_checkpoint_matches_model,
+    check_output_dir,
     final_eval_metrics,
-    resolve_resume_checkpoint,
     save_and_push,
 )
 from hf_llm.training.finetuning import (
@@ -73,7 +76,12 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: SFTCo
         raise UsageError("no training data: pass --dataset_name (a Hub id, a local JSON/CSV file, or 'pydocs').")
     set_seed(training_args.seed)
     std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
-    resume_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    # Refuses an --output_dir holding another run or other files, before any work; None: a fresh start.
+    resume_checkpoint = check_output_dir(training_args)
+    # trl's ModelConfig checks nothing when parsed: a missing model or attention kernel is refused before the data.
+    check_attn_implementation(model_args.attn_implementation)
+    if model_args.model_name_or_path is not None:
+        check_model_source(model_args.model_name_or_path)
 
     ###################
     # Model & tokenizer
@@ -87,6 +95,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: SFTCo
             trust_remote_code=training_args.trust_remote_code,
             gradient_checkpointing=training_args.gradient_checkpointing,
         )
+    check_checkpoint_matches_model(resume_checkpoint, model)
     if tokenizer.chat_template is None:
         raise UsageError(
             f"the tokenizer of {model_args.model_name_or_path} has no chat template to render instructions with; "
@@ -183,9 +192,9 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: SFTCo
     return metrics
 
 
-def make_parser() -> TrlParser:
+def make_parser() -> RecipeParser:
     """The script's parser: CPU-safe defaults, and LoRA unless `--use_peft false` (full fine-tuning)."""
-    parser = TrlParser((ModelConfig, DataArguments, SFTConfig))
+    parser = RecipeParser((ModelConfig, DataArguments, SFTConfig))
     apply_cpu_safe_defaults(parser)
     parser.set_defaults_with_config(use_peft=True)
     return parser

@@ -21,6 +21,7 @@ from transformers.utils import logging
 from hf_llm.data import DataArguments, apply_overlong_strategy
 
 from .finetuning import accelerator_available
+from .output_dir import OutputDirArguments
 
 logger = logging.get_logger(__name__)
 
@@ -31,7 +32,7 @@ LABELS_FILE = "labels.json"
 
 
 @dataclass
-class ClassifierConfig(TrainingArguments):
+class ClassifierConfig(OutputDirArguments, TrainingArguments):
     """
     `transformers.TrainingArguments` for the classifier stage. Every TrainingArguments flag works unchanged.
 
@@ -39,6 +40,8 @@ class ClassifierConfig(TrainingArguments):
     (`load_best_model_at_end`), TensorBoard logging, no bf16 on a CPU.
 
     Args:
+        overwrite_output_dir (`bool`, defaults to `False`):
+            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
         class_weights (`str`, defaults to `"none"`):
             `"balanced"` weighs each class's loss by `n_examples / (n_classes * n_examples_of_class)` on the training
             split (scikit-learn's convention), for unbalanced data; `"none"` is plain cross-entropy.

@@ -23,16 +23,19 @@ from hf_llm.data.formatting import alpaca_messages
 
 from .callbacks import _add_to_logs
 from .finetuning import drop_overlong_examples
+from .output_dir import OutputDirArguments
 
 logger = logging.get_logger(__name__)
 
 
 @dataclass
-class SFTConfig(TRLSFTConfig):
+class SFTConfig(OutputDirArguments, TRLSFTConfig):
     """
     TRL's `SFTConfig` (every flag works unchanged) plus hf_llm's options for the `sft` stage.
 
     Args:
+        overwrite_output_dir (`bool`, defaults to `False`):
+            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
         merge_adapter (`bool`, defaults to `False`):
             After LoRA/QLoRA training, also write a standalone merged model to `OUTPUT_DIR/merged`.
         num_generation_samples (`int`, defaults to 16):
