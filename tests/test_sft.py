@@ -243,8 +243,10 @@ def test_qlora_sft_step_runs_on_cpu(tiny_base, alpaca_dir, tmp_path):
     output_dir = str(tmp_path / "qlora")
     metrics = run_sft(
         common_args(tiny_base, alpaca_dir, output_dir)
-        + ["--load_in_4bit", "true", "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no"]
+        + ["--load_in_4bit", "true", "--max_steps", "2", "--save_strategy", "no"]
+        # evaluation between steps: bitsandbytes' CPU inference repacking must not reach the training matmul
+        + ["--eval_strategy", "steps", "--eval_steps", "1", "--eval_on_start", "true"]
     )
-    assert torch.isfinite(torch.tensor(metrics["train_loss"]))
+    assert torch.isfinite(torch.tensor(metrics["train_loss"])) and "eval_bleu" in metrics
     config = json.load(open(os.path.join(output_dir, "adapter_config.json")))
     assert config["task_type"] == "CAUSAL_LM"

@@ -341,21 +341,18 @@ def load_model_for_stage(
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-        _disable_unsupported_cpu_4bit_kernel(model)
+        _disable_cpu_4bit_inference_kernel(model)
     return model
 
 
-def _disable_unsupported_cpu_4bit_kernel(model: torch.nn.Module) -> None:
-    # bitsandbytes 0.50 repacks 4-bit weights for a faster CPU inference kernel (avx512-bf16 CPUs, eval mode, no
-    # grad) that needs the input width to be a whole number of quantization blocks; the `tiny` preset's 96-wide
-    # layers are 1.5 blocks of 64, so evaluation would crash ("shape '[96, 1]' is invalid"). Such layers keep the
-    # generic kernel, which training already uses.
+def _disable_cpu_4bit_inference_kernel(model: torch.nn.Module) -> None:
+    # bitsandbytes 0.50 repacks a 4-bit weight for a faster CPU inference kernel (avx512-bf16 CPUs) the first time the
+    # layer runs in eval mode without grad, and keeps that layout. During training that breaks twice: an evaluation
+    # between steps leaves layers the training matmul cannot use ("a view of a leaf Variable ... in-place"), and
+    # widths that are not whole 64-value blocks (the `tiny` preset's 96) cannot be repacked at all ("shape '[96, 1]'
+    # is invalid"). A model loaded to train keeps the generic kernel in both modes.
     for module in model.modules():
-        if not getattr(module, "support_avx512bf16_for_cpu", False):
-            continue
-        quant_state = getattr(module.weight, "quant_state", None)
-        blocksize = getattr(quant_state, "blocksize", 64)
-        if module.in_features % blocksize or module.in_features % 2 or module.out_features % 32:
+        if getattr(module, "support_avx512bf16_for_cpu", False):
             module.support_avx512bf16_for_cpu = False
 
 
