@@ -33,8 +33,8 @@ from .recipes import recipe_dict, save_recipe
 logger = logging.get_logger(__name__)
 
 # What a checkpoint's `generation_config.json` says about decoding, as Hub models ship it (Llama: do_sample,
-# temperature 0.6, top_p 0.9). Without `do_sample`, `transformers serve` and `pipeline()` decode greedily whatever `temperature` a
-# request sends; a request's `temperature: 0` (or `generate(do_sample=False)`) still decodes greedily.
+# temperature 0.6, top_p 0.9). Without `do_sample`, `transformers serve` and `pipeline()` decode greedily whatever
+# `temperature` a request sends; a request's `temperature: 0` (or `generate(do_sample=False)`) still decodes greedily.
 SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 0.7, "top_p": 0.9}
 
 
