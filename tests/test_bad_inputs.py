@@ -238,7 +238,7 @@ CLI_CASES = [
     ("eval_classifier_on_a_causal_lm", ["eval", "--task", "classifier", "--model_name_or_path", "{run}"],
      ["hf-llm eval: error: --task classifier", "GPTForCausalLM", "no trained classification head"]),
     ("eval_reward_on_a_causal_lm", ["eval", "--task", "reward", "--model_name_or_path", "{run}"],
-     ["--task reward", "GPTForCausalLM", "train_scripts/reward.py"]),
+     ["--model_name_or_path {run}", "GPTForCausalLM", "not a reward model", "train_scripts/reward.py"]),
     ("eval_missing_model_dir", ["eval", "--task", "pretrain", "--model_name_or_path", "{tmp}/missing"],
      ["--model_name_or_path {tmp}/missing", "no such directory"]),
     ("eval_pickle_only", ["eval", "--task", "pretrain", "--model_name_or_path", "{tmp}/model"],
