@@ -305,6 +305,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
     runner = StepRunner(checkout, interactive=sys.stdout.isatty())
     print(f"hf-llm pipeline: {len(steps)} steps into {output_dir} (logs in {output_dir / 'logs'})", flush=True)
     # SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C, so the running stage's process group is stopped.
+    if args.push_to_hub:
+        _push_datasets(args)
     previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         for index, step in enumerate(steps, start=1):
@@ -312,8 +314,6 @@ def run_pipeline(args: argparse.Namespace) -> int:
             if state.is_done(step):
                 print(f"{label} {step.name:<16} done earlier, skipped", flush=True)
                 continue
-            if args.push_to_hub and step.name == "pretrain":
-                _push_datasets(args, output_dir)
             resumed = " (resuming)" if state.steps.get(step.name, {}).get("status") == "interrupted" else ""
             start = time.monotonic()
             try:
@@ -345,8 +345,8 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _push_datasets(args: argparse.Namespace, output_dir: Path) -> None:
-    """Push the data every stage trains on, one dataset repo per data format, before the first model is pushed."""
+def _push_datasets(args: argparse.Namespace) -> None:
+    """Push the bundled data the stages train on, one dataset repo per data format, before any model is pushed."""
     from .data import load_task_dataset
     from .hub import push_dataset
 
@@ -356,6 +356,7 @@ def _push_datasets(args: argparse.Namespace, output_dir: Path) -> None:
     for data_format in ("text", "classification", "instruction", "preference"):
         repo_id = f"{args.hub_namespace}/{args.hub_prefix}-pydocs-{data_format}"
         push_dataset(load_task_dataset("pydocs", data_format), repo_id, private=args.hub_private_repo)
+        print(f"hf-llm pipeline: pushed the pydocs {data_format} data to the dataset repo {repo_id}", flush=True)
 
 
 def add_pipeline_command(commands: argparse._SubParsersAction) -> None:

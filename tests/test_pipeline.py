@@ -255,3 +255,37 @@ def test_whole_lifecycle_on_a_very_small_preset(tmp_path):
     assert "The same prompts, stage after stage" in report and "| dpo |" in report
     assert (output_dir / "report.html").stat().st_size > 10_000
     assert find_checkout(str(CHECKOUT)) == CHECKOUT
+
+
+def test_push_to_hub_pushes_the_data_and_each_stage(tmp_path, hub_server):
+    _, env = hub_server
+    output_dir = tmp_path / "run"
+    result = run_pipeline_process(
+        "--output_dir",
+        str(output_dir),
+        "--stages",
+        "tokenizer",
+        "--stage_args",
+        "tokenizer=--vocab_size 300",
+        "--push_to_hub",
+        "--hub_namespace",
+        "tester",
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    script = (
+        "import json; from datasets import load_dataset; from transformers import AutoTokenizer; "
+        "d = load_dataset('tester/hf-llm-pydocs-classification'); "
+        "t = AutoTokenizer.from_pretrained('tester/hf-llm-tokenizer'); "
+        "print(json.dumps({'splits': {s: len(d[s]) for s in d}, 'columns': d['train'].column_names, 'vocab': len(t)}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    pushed = json.loads(loaded.stdout.strip().splitlines()[-1])
+    from hf_llm.data import load_task_dataset
+
+    local = load_task_dataset("pydocs", "classification")
+    assert pushed["splits"] == {split: len(rows) for split, rows in local.items()}
+    assert pushed["columns"] == local["train"].column_names and pushed["vocab"] == 300
