@@ -83,3 +83,11 @@ if __name__ == "__main__":
     script, sys.argv = sys.argv[1], sys.argv[1:]
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
     runpy.run_path(script, run_name="__main__")
+    # Seen once in CI: a rank aborted at interpreter exit ("terminate called without an active exception") after the
+    # run had finished and saved, as gloo's threads were torn down by garbage collection. Tear the group down
+    # explicitly once every rank is done.
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
