@@ -34,8 +34,6 @@ from .stages import STAGE_NAMES
 
 STATE_FILE = "pipeline_state.json"
 TRAINING_STAGES = ("tokenizer", *STAGE_NAMES)
-# The evaluation run after each training stage: its task and which earlier outputs it reads.
-EVALUATED_STAGES = ("pretrain", "classifier", "sft", "reward", "ppo", "dpo")
 
 
 @dataclass
