@@ -31,7 +31,6 @@ Any recipe key can be overridden on the command line, e.g. `--num_train_epochs 5
 from __future__ import annotations
 
 import logging as std_logging
-import os
 
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
 from transformers.utils import logging
@@ -60,13 +59,12 @@ from hf_llm.training.classifier import (
     weighted_cross_entropy,
 )
 from hf_llm.training.finetuning import (
-    MERGED_DIR_NAME,
     apply_cpu_safe_defaults,
     count_trainable_parameters,
     get_stage_peft_config,
     load_model_for_stage,
     load_tokenizer_for_stage,
-    merge_adapter,
+    merge_trained_adapter,
 )
 
 logger = logging.get_logger("hf_llm.classifier")
@@ -190,16 +188,13 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Class
         base_model=model_args.model_name_or_path,
     )
     if training_args.merge_adapter and trainer.is_world_process_zero():
-        if peft_config is None:
-            logger.warning("--merge_adapter: nothing to merge, the model was fine-tuned in full (--use_peft false)")
-        else:
-            merged_dir = merge_adapter(
-                training_args.output_dir,
-                os.path.join(training_args.output_dir, MERGED_DIR_NAME),
-                num_labels=len(class_names),
-                trust_remote_code=training_args.trust_remote_code,
-            )
-            logger.info(f"Merged model (no PEFT needed to load it): {merged_dir}")
+        merge_trained_adapter(
+            training_args.output_dir,
+            "classifier",
+            trained_with_peft=peft_config is not None,
+            num_labels=len(class_names),
+            trust_remote_code=training_args.trust_remote_code,
+        )
     return metrics
 
 

@@ -57,13 +57,12 @@ from hf_llm.training.alignment import (
     resolve_sft_checkpoint,
 )
 from hf_llm.training.finetuning import (
-    MERGED_DIR_NAME,
     apply_cpu_safe_defaults,
     count_trainable_parameters,
     get_stage_peft_config,
     load_model_for_stage,
     load_tokenizer_for_stage,
-    merge_adapter,
+    merge_trained_adapter,
 )
 
 logger = logging.get_logger("hf_llm.dpo")
@@ -219,12 +218,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOCo
         base_model=sft_model,
     )
     if training_args.merge_adapter and trainer.is_world_process_zero():
-        if peft_config is None:
-            logger.warning("--merge_adapter: nothing to merge, the model was fine-tuned in full (--use_peft false)")
-        else:
-            merged_dir = os.path.join(training_args.output_dir, MERGED_DIR_NAME)
-            merge_adapter(training_args.output_dir, merged_dir)
-            logger.info(f"Merged DPO policy (no PEFT needed to load it): {merged_dir}")
+        merge_trained_adapter(training_args.output_dir, "dpo", trained_with_peft=peft_config is not None)
     return metrics
 
 

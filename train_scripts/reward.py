@@ -29,7 +29,6 @@ Any recipe key can be overridden on the command line, e.g. `--max_steps 200 --le
 from __future__ import annotations
 
 import logging as std_logging
-import os
 from dataclasses import dataclass, field
 
 import trl
@@ -55,13 +54,12 @@ from hf_llm.training import (
 )
 from hf_llm.training.alignment import prepare_preference_dataset, resolve_sft_checkpoint, tokenize_reward_pairs
 from hf_llm.training.finetuning import (
-    MERGED_DIR_NAME,
     apply_cpu_safe_defaults,
     count_trainable_parameters,
     get_stage_peft_config,
     load_model_for_stage,
     load_tokenizer_for_stage,
-    merge_adapter,
+    merge_trained_adapter,
 )
 
 logger = logging.get_logger("hf_llm.reward")
@@ -181,13 +179,9 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Rewar
         base_model=sft_model,
     )
     if training_args.merge_adapter and trainer.is_world_process_zero():
-        if peft_config is None:
-            logger.warning("--merge_adapter: nothing to merge, the model was fine-tuned in full (--use_peft false)")
-        else:
-            merged_dir = merge_adapter(
-                training_args.output_dir, os.path.join(training_args.output_dir, MERGED_DIR_NAME), num_labels=1
-            )
-            logger.info(f"Merged reward model (no PEFT needed to load it): {merged_dir}")
+        merge_trained_adapter(
+            training_args.output_dir, "reward", trained_with_peft=peft_config is not None, num_labels=1
+        )
     return metrics
 
 

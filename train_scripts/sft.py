@@ -31,7 +31,6 @@ Any recipe key can be overridden on the command line, e.g. `--max_steps 200 --pa
 from __future__ import annotations
 
 import logging as std_logging
-import os
 
 from transformers import set_seed
 from transformers.utils import logging
@@ -53,13 +52,12 @@ from hf_llm.training import (
     save_and_push,
 )
 from hf_llm.training.finetuning import (
-    MERGED_DIR_NAME,
     apply_cpu_safe_defaults,
     count_trainable_parameters,
     get_stage_peft_config,
     load_model_for_stage,
     load_tokenizer_for_stage,
-    merge_adapter,
+    merge_trained_adapter,
 )
 from hf_llm.training.sft import GenerationEvalCallback, SFTConfig, drop_prompts_without_room, to_sft_dataset
 
@@ -180,15 +178,12 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: SFTCo
         base_model=model_args.model_name_or_path,
     )
     if training_args.merge_adapter and trainer.is_world_process_zero():
-        if peft_config is None:
-            logger.warning("--merge_adapter: nothing to merge, the model was fine-tuned in full (--use_peft false)")
-        else:
-            merged_dir = merge_adapter(
-                training_args.output_dir,
-                os.path.join(training_args.output_dir, MERGED_DIR_NAME),
-                trust_remote_code=training_args.trust_remote_code,
-            )
-            logger.info(f"Merged model (no PEFT needed to load it): {merged_dir}")
+        merge_trained_adapter(
+            training_args.output_dir,
+            "sft",
+            trained_with_peft=peft_config is not None,
+            trust_remote_code=training_args.trust_remote_code,
+        )
     return metrics
 
 

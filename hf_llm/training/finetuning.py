@@ -557,6 +557,42 @@ def merge_adapter(
     return output_dir
 
 
+def merge_trained_adapter(
+    output_dir: str,
+    stage: str,
+    *,
+    trained_with_peft: bool,
+    num_labels: int | None = None,
+    trust_remote_code: bool = False,
+) -> str | None:
+    """
+    `--merge_adapter` at the end of a stage: merge the adapter the run saved in `output_dir` into
+    `OUTPUT_DIR/merged` (see [`merge_adapter`]). Call it on the main process only. A run trained in full has nothing
+    to merge: it warns and returns `None`.
+
+    Args:
+        output_dir (`str`): The run's output directory, holding the saved adapter.
+        stage (`str`): The stage name, for the log line.
+        trained_with_peft (`bool`): Whether the run trained a LoRA adapter (`--use_peft true`).
+        num_labels (`int`, *optional*): Classes of a classifier or reward adapter (see [`merge_adapter`]).
+        trust_remote_code (`bool`, defaults to `False`): Passed to `from_pretrained`.
+
+    Returns:
+        `str` or `None`: The merged model's directory, or `None` when there was nothing to merge.
+    """
+    if not trained_with_peft:
+        logger.warning("--merge_adapter: nothing to merge, the model was fine-tuned in full (--use_peft false)")
+        return None
+    merged_dir = merge_adapter(
+        output_dir,
+        os.path.join(output_dir, MERGED_DIR_NAME),
+        num_labels=num_labels,
+        trust_remote_code=trust_remote_code,
+    )
+    logger.info(f"Merged {stage} model (no PEFT needed to load it): {merged_dir}")
+    return merged_dir
+
+
 def run_merge(args) -> int:
     """`hf-llm merge`: merge an adapter and optionally push the merged model."""
     output_dir = merge_adapter(
