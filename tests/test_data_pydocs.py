@@ -13,7 +13,7 @@ TASK_COLUMNS = {
     "text": ["text", "source"],
     "classification": ["text", "label", "source"],
     "instruction": ["instruction", "input", "output", "source"],
-    "preference": ["prompt", "chosen", "rejected", "source"],
+    "preference": ["prompt", "chosen", "rejected", "rejected_kind", "source"],
 }
 
 
@@ -104,3 +104,15 @@ def test_load_task_dataset_pydocs_drops_source(cache_dir, monkeypatch):
     assert ds["train"].column_names == ["text", "label"] and len(ds["train"]) == 10
     with pytest.raises(DataError, match="unknown task 'sft'"):
         load_pydocs("sft", cache_dir=cache_dir)
+
+
+def test_preference_rejected_kinds(cache_dir):
+    from hf_llm.data.pydocs import REJECTED_KINDS
+
+    rows = list(load_pydocs("preference", cache_dir=cache_dir)["train"])
+    assert {r["rejected_kind"] for r in rows} == set(REJECTED_KINDS)
+    for r in rows:
+        if r["rejected_kind"] == "truncated":
+            assert len(r["rejected"]) < len(r["chosen"]) and r["chosen"].startswith(r["rejected"][:1])
+        if r["rejected_kind"] == "other_answer":
+            assert r["rejected"] != r["chosen"]

@@ -39,7 +39,7 @@ from .errors import DataError
 logger = logging.get_logger(__name__)
 
 # Bump whenever the records produced below change, so old caches are not reused.
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -154,36 +154,69 @@ def _instruction_records(unit: dict) -> list[dict]:
     return records
 
 
-def _corrupt(answer: str, rng: random.Random) -> str:
+#: What is wrong with each pair's rejected answer, in turn: the failures of a small language model's answers. A
+#: 1M-parameter reward model learns the last three well and "another item's answer" barely (a fluent answer to a
+#: different question: the SFT model itself gives it the same likelihood as the right one), so pydocs' pairwise
+#: accuracy is reported per kind (the `rejected_kind` column).
+REJECTED_KINDS = ("other_answer", "shuffled", "repetitive", "truncated")
+
+
+def _shuffled(answer: str, rng: random.Random) -> str:
+    """The first half kept, then half of the rest in a random order: incoherent."""
     words = answer.split()
     if len(words) < 4:
         return answer[::-1]
     cut = max(2, len(words) // 2)
-    shuffled = words[cut:]
-    rng.shuffle(shuffled)
-    return " ".join(words[:cut] + shuffled[: max(1, len(shuffled) // 2)])
+    rest = words[cut:]
+    rng.shuffle(rest)
+    return " ".join(words[:cut] + rest[: max(1, len(rest) // 2)])
+
+
+def _repetitive(answer: str, rng: random.Random) -> str:
+    """The opening, then a short phrase of it looped: the degenerate loop of greedy decoding."""
+    words = answer.rstrip(".").split()
+    if len(words) < 3:
+        return " ".join([answer.rstrip(".")] * 4) + "."
+    start = rng.randrange(1, len(words) - 1)
+    phrase = words[start : start + rng.randint(2, 4)]
+    return " ".join(words[:start] + phrase * rng.randint(3, 5)) + "."
+
+
+def _truncated(answer: str, rng: random.Random) -> str:
+    """Cut off mid-sentence (a response that ran out of tokens)."""
+    words = answer.split()
+    if len(words) < 4:
+        return " ".join(words[:-1]) or answer[: len(answer) // 2]
+    return " ".join(words[: rng.randint(2, max(2, len(words) * 2 // 3))]).rstrip(".,;:")
 
 
 def _preference_records(instruction_records: list[dict], seed: int) -> list[dict]:
-    """Chosen = the item's answer; rejected = another item's answer (3 in 4) or a corrupted copy (1 in 4)."""
+    """Chosen = the item's answer; rejected = each of `REJECTED_KINDS` in turn (its kind in `rejected_kind`)."""
     rng = random.Random(seed)
     records = []
     n = len(instruction_records)
     for i, record in enumerate(instruction_records):
         prompt = record["instruction"] + (f"\n\n{record['input']}" if record["input"] else "")
         chosen = record["output"]
+        kind = REJECTED_KINDS[i % len(REJECTED_KINDS)]
         rejected = None
-        if i % 4 != 3 and n > 1:
+        if kind == "other_answer" and n > 1:
             for _ in range(10):
                 other = instruction_records[rng.randrange(n)]["output"]
                 if other != chosen:
                     rejected = other
                     break
+        elif kind == "repetitive":
+            rejected = _repetitive(chosen, rng)
+        elif kind == "truncated":
+            rejected = _truncated(chosen, rng)
         if rejected is None:
-            rejected = _corrupt(chosen, rng)
+            kind, rejected = "shuffled", _shuffled(chosen, rng)
         if rejected == chosen:
             continue
-        records.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "source": record["source"]})
+        records.append(
+            {"prompt": prompt, "chosen": chosen, "rejected": rejected, "rejected_kind": kind, "source": record["source"]}
+        )
     return records
 
 
@@ -207,7 +240,7 @@ def _features(task: str) -> Features:
         )
     if task == "instruction":
         return Features({k: Value("string") for k in ("instruction", "input", "output", "source")})
-    return Features({k: Value("string") for k in ("prompt", "chosen", "rejected", "source")})
+    return Features({k: Value("string") for k in ("prompt", "chosen", "rejected", "rejected_kind", "source")})
 
 
 def build_pydocs_records() -> tuple[dict[str, dict[str, list[dict]]], dict]:
@@ -335,7 +368,8 @@ def load_pydocs(task: str, cache_dir: str | os.PathLike | None = None) -> Datase
         task (`str`):
             `"text"` (`text`), `"classification"` (`text`, `label` as a `ClassLabel` over the areas of the
             standard library), `"instruction"` (`instruction`, `input`, `output`) or `"preference"` (`prompt`,
-            `chosen`, `rejected`). Every task also has a `source` column (module, qualified name or topic).
+            `chosen`, `rejected`, `rejected_kind`: what is wrong with the rejected answer, one of `REJECTED_KINDS`). Every
+            task also has a `source` column (module, qualified name or topic).
         cache_dir (`str` or `os.PathLike`, *optional*):
             Cache root; defaults to `$HF_LLM_CACHE` or `~/.cache/hf_llm`.
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.formatting import instruction_prompt_and_reference, preference_texts
@@ -160,7 +161,10 @@ def evaluate_sft(
 def evaluate_reward(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, args: EvaluationArguments
 ) -> TaskResult:
-    """Pairwise accuracy of a reward model: how often `prompt + chosen` scores above `prompt + rejected`."""
+    """
+    Pairwise accuracy of a reward model: how often `prompt + chosen` scores above `prompt + rejected`. Data with a
+    `rejected_kind` column (pydocs: what is wrong with the rejected answer) also gets `pairwise_accuracy/<kind>`.
+    """
     if model.config.num_labels != 1:
         raise ValueError(
             f"a reward model has one output (num_labels=1); {args.model_name_or_path!r} has "
@@ -182,6 +186,10 @@ def evaluate_reward(
         "num_examples": len(pairs),
         "num_truncated": truncated_chosen + truncated_rejected,
     }
+    if "rejected_kind" in dataset.column_names:
+        kinds = np.array(dataset["rejected_kind"])
+        for kind in sorted(set(kinds)):
+            metrics[f"pairwise_accuracy/{kind}"] = float((margins[kinds == kind] > 0).mean())
     return TaskResult(metrics)
 
 
