@@ -154,10 +154,10 @@ def _instruction_records(unit: dict) -> list[dict]:
     return records
 
 
-#: What is wrong with each pair's rejected answer, in turn: the failures of a small language model's answers. A
-#: 1M-parameter reward model learns the last three well and "another item's answer" barely (a fluent answer to a
-#: different question: the SFT model itself gives it the same likelihood as the right one), so pydocs' pairwise
-#: accuracy is reported per kind (the `rejected_kind` column).
+#: What is wrong with each pair's rejected answer, in turn: the failures of a small language model's answers. The
+#: `tiny` reward model learns cut-off and shuffled copies (0.91 and 0.75 test accuracy) but not yet loops or another
+#: item's answer (0.49 each; the SFT model itself gives a fluent answer to a different question the same likelihood
+#: as the right one), so pydocs' pairwise accuracy is reported per kind (the `rejected_kind` column).
 REJECTED_KINDS = ("other_answer", "shuffled", "repetitive", "truncated")
 
 
@@ -214,9 +214,8 @@ def _preference_records(instruction_records: list[dict], seed: int) -> list[dict
             kind, rejected = "shuffled", _shuffled(chosen, rng)
         if rejected == chosen:
             continue
-        records.append(
-            {"prompt": prompt, "chosen": chosen, "rejected": rejected, "rejected_kind": kind, "source": record["source"]}
-        )
+        pair = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        records.append({**pair, "rejected_kind": kind, "source": record["source"]})
     return records
 
 
@@ -368,8 +367,8 @@ def load_pydocs(task: str, cache_dir: str | os.PathLike | None = None) -> Datase
         task (`str`):
             `"text"` (`text`), `"classification"` (`text`, `label` as a `ClassLabel` over the areas of the
             standard library), `"instruction"` (`instruction`, `input`, `output`) or `"preference"` (`prompt`,
-            `chosen`, `rejected`, `rejected_kind`: what is wrong with the rejected answer, one of `REJECTED_KINDS`). Every
-            task also has a `source` column (module, qualified name or topic).
+            `chosen`, `rejected`, `rejected_kind`: what is wrong with the rejected answer, one of
+            `REJECTED_KINDS`). Every task also has a `source` column (module, qualified name or topic).
         cache_dir (`str` or `os.PathLike`, *optional*):
             Cache root; defaults to `$HF_LLM_CACHE` or `~/.cache/hf_llm`.
 
