@@ -55,4 +55,17 @@ def _configure_logging() -> None:
     logger.propagate = False
 
 
+def _hide_bitsandbytes_kernels_warning() -> None:
+    """On CPUs with AVX512-BF16, importing bitsandbytes (transformers' Trainer imports it through peft) warns that
+    its optional 4-bit kernel could not be fetched from the Hub with the `kernels` package. It then uses its own
+    CPU kernel and QLoRA works, so the warning is only noise at the top of every command; other bitsandbytes
+    messages are kept. (Scripts that import transformers before hf_llm still print it once, into their log.)"""
+
+    def keep(record: _logging.LogRecord) -> bool:
+        return "from kernels-community" not in str(record.msg)
+
+    _logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(keep)
+
+
 _configure_logging()
+_hide_bitsandbytes_kernels_warning()

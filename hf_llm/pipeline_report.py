@@ -232,6 +232,8 @@ def _fixed_prompt_samples(output_dir: Path, num_prompts: int = 4, max_new_tokens
     ]
     if not models:
         return None
+    from transformers.utils import logging as transformers_logging
+
     from .data import load_task_dataset
     from .data.formatting import chat_prompt
     from .evaluation import load_model_for_evaluation
@@ -243,16 +245,22 @@ def _fixed_prompt_samples(output_dir: Path, num_prompts: int = 4, max_new_tokens
     except Exception:  # a pipeline on the user's own data may have no pydocs-shaped test split
         return None
     samples = [{"instruction": row["instruction"] + (f"\n{row['input']}" if row["input"] else "")} for row in rows]
-    for name in models:
-        model, tokenizer = load_model_for_evaluation(str(output_dir / name), task="sft")
-        if tokenizer.chat_template is None:
-            continue
-        prompts = [chat_prompt(row, tokenizer) for row in rows]
-        answers, _ = generate_greedy(
-            model, tokenizer, prompts, greedy_decoding(max_new_tokens, tokenizer), 8, model_max_length(model)
-        )
-        for sample, answer in zip(samples, answers, strict=True):
-            sample[name] = answer
+    bars_were_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # no "Loading weights" bars between the pipeline's step lines
+    try:
+        for name in models:
+            model, tokenizer = load_model_for_evaluation(str(output_dir / name), task="sft")
+            if tokenizer.chat_template is None:
+                continue
+            prompts = [chat_prompt(row, tokenizer) for row in rows]
+            answers, _ = generate_greedy(
+                model, tokenizer, prompts, greedy_decoding(max_new_tokens, tokenizer), 8, model_max_length(model)
+            )
+            for sample, answer in zip(samples, answers, strict=True):
+                sample[name] = answer
+    finally:
+        if bars_were_enabled:
+            transformers_logging.enable_progress_bar()
     return samples
 
 

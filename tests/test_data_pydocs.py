@@ -117,3 +117,11 @@ def test_preference_rejected_kinds(cache_dir):
             assert len(r["rejected"]) < len(r["chosen"]) and " ".join(r["chosen"].split()).startswith(r["rejected"])
         if r["rejected_kind"] == "other_answer":
             assert r["rejected"] != r["chosen"]
+        if r["rejected_kind"] == "repetitive":
+            # the answer's opening, then a 2-4 word phrase looped at least 4 times in a row
+            assert r["rejected"].endswith(".") and not r["rejected"].endswith("..")
+            words = [word.rstrip(".") for word in r["rejected"].split()]
+            assert words[0] == r["chosen"].split()[0]
+            assert any(
+                words[-n:] * 4 == words[-4 * n :] for n in (1, 2, 3, 4) if len(words) >= 4 * n
+            ), r["rejected"]

@@ -39,7 +39,7 @@ from .errors import DataError
 logger = logging.get_logger(__name__)
 
 # Bump whenever the records produced below change, so old caches are not reused.
-BUILDER_VERSION = "5"
+BUILDER_VERSION = "6"
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -173,13 +173,13 @@ def _shuffled(answer: str, rng: random.Random) -> str:
 
 
 def _repetitive(answer: str, rng: random.Random) -> str:
-    """The opening, then a short phrase of it looped: the degenerate loop of greedy decoding."""
+    """The opening, then a short phrase of it looped 4 to 10 times: the degenerate loop of greedy decoding."""
     words = answer.rstrip(".").split()
     if len(words) < 3:
         return " ".join([answer.rstrip(".")] * 4) + "."
     start = rng.randrange(1, len(words) - 1)
     phrase = words[start : start + rng.randint(2, 4)]
-    return " ".join(words[:start] + phrase * rng.randint(3, 5)) + "."
+    return " ".join(words[:start] + phrase * rng.randint(4, 10)).rstrip(".") + "."
 
 
 def _truncated(answer: str, rng: random.Random) -> str:

@@ -41,6 +41,10 @@ def greedy_decoding(max_new_tokens: int, tokenizer: PreTrainedTokenizerBase) -> 
     return GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=False,
+        # Neutral values, so a checkpoint's sampling defaults (generation_config.json) are not merged into a
+        # greedy config, where transformers would warn that they are ignored.
+        temperature=1.0,
+        top_p=1.0,
         num_beams=1,
         use_cache=True,
         pad_token_id=tokenizer.pad_token_id,
