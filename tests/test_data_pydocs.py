@@ -122,6 +122,4 @@ def test_preference_rejected_kinds(cache_dir):
             assert r["rejected"].endswith(".") and not r["rejected"].endswith("..")
             words = [word.rstrip(".") for word in r["rejected"].split()]
             assert words[0] == r["chosen"].split()[0]
-            assert any(
-                words[-n:] * 4 == words[-4 * n :] for n in (1, 2, 3, 4) if len(words) >= 4 * n
-            ), r["rejected"]
+            assert any(words[-n:] * 4 == words[-4 * n :] for n in (1, 2, 3, 4) if len(words) >= 4 * n), r["rejected"]
