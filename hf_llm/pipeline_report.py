@@ -106,16 +106,17 @@ def _first_and_last(history: list[dict], key: str) -> tuple[float | None, float 
     return (values[0], values[-1]) if values else (None, None)
 
 
-def _throughput(stage_dir: Path, seconds: float | None) -> str:
+def _throughput(stage_dir: Path) -> str:
+    """Training throughput: tokens/s from Trainer's token count, or PPO's episodes/s (TRL's `eps`)."""
     results = _read_json(stage_dir / "train_results.json") or {}
     state = _read_json(stage_dir / "trainer_state.json") or {}
     tokens = results.get("num_input_tokens_seen") or state.get("num_input_tokens_seen")
     runtime = results.get("train_runtime")
     if tokens and runtime:
         return f"{tokens / runtime:,.0f} tokens/s"
-    episodes = state.get("episode")
-    if episodes and runtime:
-        return f"{episodes / runtime:,.1f} episodes/s"
+    episodes_per_second = [entry["eps"] for entry in state.get("log_history", []) if "eps" in entry]
+    if episodes_per_second:
+        return f"{episodes_per_second[-1]:,.1f} episodes/s"
     return ""
 
 
@@ -257,7 +258,7 @@ def _fixed_prompt_samples(output_dir: Path, num_prompts: int = 4, max_new_tokens
                 model, tokenizer, prompts, greedy_decoding(max_new_tokens, tokenizer), 8, model_max_length(model)
             )
             for sample, answer in zip(samples, answers, strict=True):
-                sample[name] = answer
+                sample[name] = answer or "(empty answer)"  # e.g. the pretrained model ends at once
     finally:
         if bars_were_enabled:
             transformers_logging.enable_progress_bar()
@@ -280,7 +281,7 @@ def build_report(output_dir: Path, steps: list[PipelineStep], state: dict[str, d
     timing = [("step", "wall time", "throughput", "log")]
     for step in steps:
         seconds = state.get(step.name, {}).get("seconds")
-        throughput = _throughput(step.output_dir, seconds) if step.name == step.stage else ""
+        throughput = _throughput(step.output_dir) if step.name == step.stage else ""
         wall = f"{seconds:.0f} s" if seconds is not None else "not run"
         timing.append((step.name, wall, throughput, f"logs/{step.log_file.name}"))
     blocks += [Block("heading", "Steps"), Block("table", timing)]
