@@ -131,3 +131,42 @@ def test_eval_win_rate_task_and_reward_task_refuses_a_causal_lm(
             ["--model_name_or_path", tiny_sft_dir, "--task", "reward", "--dataset_name", tiny_preference_file,
              "--split", "train", "--output_dir", str(tmp_path / "rw"), "--device", "cpu"],
         )  # fmt: skip
+
+
+def _monitor_warnings(caplog, logs: list[dict], **kwargs) -> list[str]:
+    """The warnings `PPOMonitorCallback` gives for a sequence of PPO logs."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from hf_llm.training.alignment import PPOMonitorCallback
+
+    monitor = PPOMonitorCallback(eos_token_id=0, **kwargs)
+    state = TrainerState()
+    with caplog.at_level("WARNING", logger="hf_llm"):
+        for step, log in enumerate(logs, start=1):
+            state.global_step = step
+            monitor.on_log(TrainingArguments(output_dir="unused", report_to=[]), state, TrainerControl(), logs=log)
+    return [record.getMessage() for record in caplog.records]
+
+
+def test_ppo_monitor_warns_on_negative_kl_but_not_on_rounding_or_one_noisy_batch(caplog):
+    # the first update (policy == reference) rounds to -7e-7; later one small batch dips below 0
+    kls = [-7e-7, 0.3, 0.4, 0.2, -0.006, 0.5]
+    assert _monitor_warnings(caplog, [{"objective/kl": k} for k in kls]) == []
+    warnings = _monitor_warnings(caplog, [{"objective/kl": -0.044}])  # right padding: negative from the start
+    assert len(warnings) == 1 and "objective/kl = -0.0440 < 0" in warnings[0]
+
+
+def test_ppo_monitor_warns_once_when_kl_passes_the_alarm(caplog):
+    warnings = _monitor_warnings(caplog, [{"objective/kl": k} for k in (0.2, 1.5, 2.0)], kl_alarm=1.0)
+    assert len(warnings) == 1 and "step 2" in warnings[0] and "--kl_alarm 1.0" in warnings[0]
+
+
+def test_ppo_monitor_reward_collapse_looks_at_a_moving_average_not_one_noisy_batch(caplog):
+    noisy = [2.0, 1.0, 2.5, 0.9, 2.2, 1.1, 2.4, 1.0] * 3  # one batch 1.5 below the best, the average steady
+    logs = [{"objective/kl": 0.1, "objective/scores": s} for s in noisy]
+    assert _monitor_warnings(caplog, logs, reward_collapse_drop=1.0) == []
+    collapsing = [2.0] * 8 + [-1.0] * 8
+    warnings = _monitor_warnings(
+        caplog, [{"objective/kl": 0.1, "objective/scores": s} for s in collapsing], reward_collapse_drop=1.0
+    )
+    assert len(warnings) == 1 and "reward collapse" in warnings[0] and "best (2.000)" in warnings[0]

@@ -96,7 +96,7 @@ class PPOConfig(OutputDirArguments, trl_ppo.PPOConfig):
         kl_alarm (`float`, *optional*):
             Warn when `objective/kl` goes above it.
         reward_collapse_drop (`float`, *optional*, defaults to 1.0):
-            Warn when the mean reward falls this far below the best seen so far.
+            Warn when the mean reward, averaged over the last 8 updates, falls this far below its best such average.
         win_rate_samples (`int`, defaults to 64):
             Held-out prompts (validation split) the win rate over the SFT model is measured on; 0 turns it off.
         win_rate_max_new_tokens (`int`, *optional*):
@@ -117,7 +117,8 @@ class PPOConfig(OutputDirArguments, trl_ppo.PPOConfig):
     )
     kl_alarm: float | None = field(default=None, metadata={"help": "Warn when objective/kl goes above it."})
     reward_collapse_drop: float | None = field(
-        default=1.0, metadata={"help": "Warn when the mean reward falls this far below its best."}
+        default=1.0,
+        metadata={"help": "Warn when the mean reward (averaged over 8 updates) falls this far below its best."},
     )
     win_rate_samples: int = field(default=64, metadata={"help": "Held-out prompts for the win rate (0: off)."})
     win_rate_max_new_tokens: int | None = field(

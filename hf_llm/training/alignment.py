@@ -366,21 +366,36 @@ class PPOMonitorCallback(TrainerCallback):
     ended with eos rather than at `--response_length`), measured on the update's rollouts by wrapping the policy's
     `generate`.
 
-    Warns (once per kind) when `objective/kl` is negative (the sampled KL estimate: a sign of a broken reference or
-    padding), above `kl_alarm`, or when `objective/scores` (the mean reward) falls more than `reward_collapse_drop`
-    below the best seen so far (reward collapse).
+    Warns (once per kind) when `objective/kl` (the sampled KL estimate), averaged over the last `reward_window`
+    updates, is below `-negative_kl_tolerance` (a broken reference or padding; one small batch can dip below 0, and
+    at the first update policy and reference are the same model, so it is 0 up to rounding); when one update's KL
+    passes `kl_alarm`; or when the mean reward (`objective/scores`), averaged the same way since one update's batch
+    mean is noisy, falls more than `reward_collapse_drop` below the best such average so far (reward collapse).
 
     Args:
         eos_token_id (`int`): The token that ends a response.
         kl_alarm (`float`, *optional*): Warn when the KL goes above it.
         reward_collapse_drop (`float`, *optional*): Warn when the mean reward falls this far below its best.
+        reward_window (`int`, *optional*, defaults to 8): Updates the KL and reward checks average over.
+        negative_kl_tolerance (`float`, *optional*, defaults to 1e-3): How far below 0 the KL may be before a warning.
     """
 
-    def __init__(self, eos_token_id: int, kl_alarm: float | None = None, reward_collapse_drop: float | None = None):
+    def __init__(
+        self,
+        eos_token_id: int,
+        kl_alarm: float | None = None,
+        reward_collapse_drop: float | None = None,
+        reward_window: int = 8,
+        negative_kl_tolerance: float = 1e-3,
+    ):
         self.eos_token_id = eos_token_id
         self.kl_alarm = kl_alarm
         self.reward_collapse_drop = reward_collapse_drop
+        self.reward_window = reward_window
+        self.negative_kl_tolerance = negative_kl_tolerance
         self.best_score = -math.inf
+        self._scores: list[float] = []
+        self._kls: list[float] = []
         self.warned: set[str] = set()
         self._lengths: list[int] = []
         self._eos: list[bool] = []
@@ -433,12 +448,14 @@ class PPOMonitorCallback(TrainerCallback):
                 state.log_history[-1].update(extra)
             self._lengths, self._eos = [], []
         kl, score = logs["objective/kl"], logs.get("objective/scores")
-        if kl < 0:
+        self._kls = [*self._kls, kl][-self.reward_window :]
+        recent_kl = sum(self._kls) / len(self._kls)
+        if recent_kl < -self.negative_kl_tolerance:
             self._warn(
                 "negative_kl",
-                f"PPO step {state.global_step}: objective/kl = {kl:.4f} < 0. The sampled KL estimate should average "
-                "positive; a small negative value on a small batch is noise, a lasting one means the reference "
-                "differs from the policy's start or the prompts are padded on the right.",
+                f"PPO step {state.global_step}: objective/kl = {recent_kl:.4f} < 0 (averaged over the last "
+                f"{len(self._kls)} updates). The sampled KL estimate should stay positive: the reference differs "
+                "from the policy's start or the prompts are padded on the right.",
             )
         if self.kl_alarm is not None and kl > self.kl_alarm:
             self._warn(
@@ -447,13 +464,17 @@ class PPOMonitorCallback(TrainerCallback):
                 "is drifting from the SFT model; raise --kl_coef or lower --learning_rate.",
             )
         if score is not None:
-            self.best_score = max(self.best_score, score)
-            if self.reward_collapse_drop is not None and score < self.best_score - self.reward_collapse_drop:
+            self._scores = [*self._scores, score][-self.reward_window :]
+            if len(self._scores) < self.reward_window:
+                return
+            recent = sum(self._scores) / len(self._scores)
+            self.best_score = max(self.best_score, recent)
+            if self.reward_collapse_drop is not None and recent < self.best_score - self.reward_collapse_drop:
                 self._warn(
                     "reward_collapse",
-                    f"PPO step {state.global_step}: mean reward {score:.3f} fell more than "
-                    f"{self.reward_collapse_drop} below its best ({self.best_score:.3f}): reward collapse; lower "
-                    "--learning_rate or raise --kl_coef.",
+                    f"PPO step {state.global_step}: mean reward over the last {self.reward_window} updates "
+                    f"({recent:.3f}) fell more than {self.reward_collapse_drop} below its best "
+                    f"({self.best_score:.3f}): reward collapse; lower --learning_rate or raise --kl_coef.",
                 )
 
 
