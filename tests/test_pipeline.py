@@ -152,10 +152,10 @@ def test_report_shows_baselines_plots_and_escapes_model_output(tmp_path):
 
     report = write_pipeline_report(tmp_path, steps, state).read_text()
 
-    assert "| validation perplexity (untrained → trained) | 900.0000 | 120.5000 |" in report
-    assert "| test accuracy (majority class → classifier) | 0.7000 | 0.8000 |" in report
-    assert "| test BLEU of greedy answers (pretrained → SFT) | 0.5000 | 7.5000 |" in report
-    assert "| win rate over the SFT model (ties count ½) | 0.5000 | 0.7500 |" in report
+    assert "| validation perplexity (untrained → trained) | 900.0 | 120.5 |" in report
+    assert "| test accuracy (majority class → classifier) | 0.700 | 0.800 |" in report
+    assert "| test BLEU of greedy answers (pretrained → SFT) | 0.500 | 7.500 |" in report
+    assert "| win rate over the SFT model (ties count ½) | 0.500 | 0.750 |" in report
     assert "| pretrain | 12 s |" in report
     assert (tmp_path / "plots" / "pretrain.png").stat().st_size > 1000
     page = (tmp_path / "report.html").read_text()
