@@ -366,7 +366,7 @@ class PPOMonitorCallback(TrainerCallback):
     ended with eos rather than at `--response_length`), measured on the update's rollouts by wrapping the policy's
     `generate`.
 
-    Warns (once per kind) when `objective/kl` (the sampled KL estimate), averaged over the last `reward_window`
+    Warns (once per kind) when `objective/kl` (the sampled KL estimate), averaged over the last `window`
     updates, is below `-negative_kl_tolerance` (a broken reference or padding; one small batch can dip below 0, and
     at the first update policy and reference are the same model, so it is 0 up to rounding); when one update's KL
     passes `kl_alarm`; or when the mean reward (`objective/scores`), averaged the same way since one update's batch
@@ -376,7 +376,7 @@ class PPOMonitorCallback(TrainerCallback):
         eos_token_id (`int`): The token that ends a response.
         kl_alarm (`float`, *optional*): Warn when the KL goes above it.
         reward_collapse_drop (`float`, *optional*): Warn when the mean reward falls this far below its best.
-        reward_window (`int`, *optional*, defaults to 8): Updates the KL and reward checks average over.
+        window (`int`, *optional*, defaults to 8): Updates the KL and reward checks average over.
         negative_kl_tolerance (`float`, *optional*, defaults to 1e-3): How far below 0 the KL may be before a warning.
     """
 
@@ -385,13 +385,13 @@ class PPOMonitorCallback(TrainerCallback):
         eos_token_id: int,
         kl_alarm: float | None = None,
         reward_collapse_drop: float | None = None,
-        reward_window: int = 8,
+        window: int = 8,
         negative_kl_tolerance: float = 1e-3,
     ):
         self.eos_token_id = eos_token_id
         self.kl_alarm = kl_alarm
         self.reward_collapse_drop = reward_collapse_drop
-        self.reward_window = reward_window
+        self.window = window
         self.negative_kl_tolerance = negative_kl_tolerance
         self.best_score = -math.inf
         self._scores: list[float] = []
@@ -448,7 +448,7 @@ class PPOMonitorCallback(TrainerCallback):
                 state.log_history[-1].update(extra)
             self._lengths, self._eos = [], []
         kl, score = logs["objective/kl"], logs.get("objective/scores")
-        self._kls = [*self._kls, kl][-self.reward_window :]
+        self._kls = [*self._kls, kl][-self.window :]
         recent_kl = sum(self._kls) / len(self._kls)
         if recent_kl < -self.negative_kl_tolerance:
             self._warn(
@@ -464,15 +464,15 @@ class PPOMonitorCallback(TrainerCallback):
                 "is drifting from the SFT model; raise --kl_coef or lower --learning_rate.",
             )
         if score is not None:
-            self._scores = [*self._scores, score][-self.reward_window :]
-            if len(self._scores) < self.reward_window:
+            self._scores = [*self._scores, score][-self.window :]
+            if len(self._scores) < self.window:
                 return
             recent = sum(self._scores) / len(self._scores)
             self.best_score = max(self.best_score, recent)
             if self.reward_collapse_drop is not None and recent < self.best_score - self.reward_collapse_drop:
                 self._warn(
                     "reward_collapse",
-                    f"PPO step {state.global_step}: mean reward over the last {self.reward_window} updates "
+                    f"PPO step {state.global_step}: mean reward over the last {self.window} updates "
                     f"({recent:.3f}) fell more than {self.reward_collapse_drop} below its best "
                     f"({self.best_score:.3f}): reward collapse; lower --learning_rate or raise --kl_coef.",
                 )
