@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -394,8 +395,8 @@ class PPOMonitorCallback(TrainerCallback):
         self.window = window
         self.negative_kl_tolerance = negative_kl_tolerance
         self.best_score = -math.inf
-        self._scores: list[float] = []
-        self._kls: list[float] = []
+        self._recent_scores: deque[float] = deque(maxlen=window)
+        self._recent_kls: deque[float] = deque(maxlen=window)
         self.warned: set[str] = set()
         self._lengths: list[int] = []
         self._eos: list[bool] = []
@@ -448,14 +449,14 @@ class PPOMonitorCallback(TrainerCallback):
                 state.log_history[-1].update(extra)
             self._lengths, self._eos = [], []
         kl, score = logs["objective/kl"], logs.get("objective/scores")
-        self._kls = [*self._kls, kl][-self.window :]
-        recent_kl = sum(self._kls) / len(self._kls)
+        self._recent_kls.append(kl)
+        recent_kl = sum(self._recent_kls) / len(self._recent_kls)
         if recent_kl < -self.negative_kl_tolerance:
             self._warn(
                 "negative_kl",
                 f"PPO step {state.global_step}: objective/kl = {recent_kl:.4f} < 0 (averaged over the last "
-                f"{len(self._kls)} updates). The sampled KL estimate should stay positive: the reference differs "
-                "from the policy's start or the prompts are padded on the right.",
+                f"{len(self._recent_kls)} updates). The sampled KL estimate should stay positive: the reference "
+                "differs from the policy's start or the prompts are padded on the right.",
             )
         if self.kl_alarm is not None and kl > self.kl_alarm:
             self._warn(
@@ -464,10 +465,9 @@ class PPOMonitorCallback(TrainerCallback):
                 "is drifting from the SFT model; raise --kl_coef or lower --learning_rate.",
             )
         if score is not None:
-            self._scores = [*self._scores, score][-self.window :]
-            if len(self._scores) < self.window:
-                return
-            recent = sum(self._scores) / len(self._scores)
+            self._recent_scores.append(score)
+        if len(self._recent_scores) == self.window:
+            recent = sum(self._recent_scores) / self.window
             self.best_score = max(self.best_score, recent)
             if self.reward_collapse_drop is not None and recent < self.best_score - self.reward_collapse_drop:
                 self._warn(
