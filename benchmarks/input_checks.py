@@ -74,12 +74,12 @@ def measure(model: GPTForCausalLM, batch_size: int, args: argparse.Namespace) ->
 
     # One decode step, and the check alone on the same decode-shaped input (one new token per row).
     cache = DynamicCache(config=model.config)
-    model(prompt, past_key_values=cache, use_cache=True)
+    model(prompt, cache=cache, use_cache=True)
     new_token = prompt[:, -1:]
     position = torch.full((batch_size, 1), args.prompt_length, device=args.device)
 
     def decode_step():
-        model(new_token, past_key_values=cache, position_ids=position, use_cache=True)
+        model(new_token, cache=cache, position_ids=position, use_cache=True)
         cache.crop(-1)  # drop the decoded token: every step sees the same cache length
 
     def check_alone():

@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from transformers import PreTrainedModel
+from transformers import __version__ as transformers_version
 from transformers.utils import logging
 
 from hf_llm.errors import UsageError
@@ -29,6 +30,31 @@ PICKLE_WEIGHTS_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "ad
 
 # A Hub repo id: `name` or `namespace/name` (huggingface_hub's own rule, simplified).
 _REPO_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+RESAVE_ADVICE = (
+    'Re-save it to ship the current code (python -c "import hf_llm, transformers; '
+    "transformers.AutoModelForCausalLM.from_pretrained('{path}').save_pretrained('{path}-resaved')\"), "
+    "or pin transformers<5.24 where it must run without hf_llm."
+)
+
+
+def shipped_code_predates_cache_rename(path: str) -> bool:
+    """
+    Whether the `modeling_gpt.py` saved next to a checkpoint's weights (its remote code) still takes the KV cache as
+    `past_key_values`, the name transformers' `generate()` stopped passing in 5.24 (it passes `cache=`). Such code
+    builds a fresh cache at every decoding step: single prompts silently lose their context and left-padded
+    batches fail with a mask-shape error.
+
+    Args:
+        path (`str`): A local `save_pretrained` directory.
+    """
+    modeling_file = os.path.join(path, "modeling_gpt.py")
+    if not os.path.isfile(modeling_file):
+        return False
+    with open(modeling_file, encoding="utf-8") as file:
+        source = file.read()
+    return "past_key_values: Cache" in source and "cache: Cache" not in source
 
 
 def check_attn_implementation(attn_implementation: str | None, flag: str = "--attn_implementation") -> None:
@@ -207,6 +233,15 @@ def from_pretrained(
     check_attn_implementation(kwargs.get("attn_implementation"))
     path = os.path.expanduser(name_or_path)
     kwargs.setdefault("use_safetensors", True)
+    if kwargs.get("trust_remote_code") and os.path.isdir(path) and shipped_code_predates_cache_rename(path):
+        # Its own modeling_gpt.py would run and decode every cached generate() without context; hf_llm's class is
+        # registered with the Auto classes, so transformers uses it once remote code is not asked for.
+        logger.warning(
+            f"{name_or_path}/modeling_gpt.py was saved by hf_llm 0.1.0 for transformers < 5.24 and generates wrong "
+            f"tokens on transformers {transformers_version}; loading it with hf_llm's own GPT classes instead. "
+            f"{RESAVE_ADVICE.format(path=name_or_path)}"
+        )
+        kwargs["trust_remote_code"] = False
     if os.path.isdir(path):
         config_kwargs = {k: v for k, v in kwargs.items() if k in ("num_labels", "trust_remote_code")}
         _check_weights_fit_config(auto_class, path, flag, **config_kwargs)

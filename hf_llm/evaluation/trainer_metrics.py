@@ -31,7 +31,7 @@ IGNORE_INDEX = -100
 
 
 def _first(outputs: torch.Tensor | tuple) -> torch.Tensor:
-    # Models may return (logits, past_key_values, ...) when Trainer asks for a tuple.
+    # Models may return (logits, cache, ...) when Trainer asks for a tuple.
     return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
 
 

@@ -63,7 +63,7 @@ class GPTConfig(PreTrainedConfig):
     ```"""
 
     model_type = "hf_llm_gpt"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache"]
     attribute_map = {
         "n_embd": "hidden_size",
         "n_layer": "num_hidden_layers",

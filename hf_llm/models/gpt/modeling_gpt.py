@@ -4,14 +4,15 @@ Notable features:
 - pre-LayerNorm blocks with learned absolute positions (GPT-2) or rotary embeddings (`position_embedding_type="rope"`);
 - attention through transformers' attention interface: `eager`, `sdpa`, `flash_attention_2`, `flex_attention`,
   switchable at load (`attn_implementation=...`) and after (`model.set_attn_implementation(...)`);
-- a `DynamicCache` KV cache for `generate()`, left-padded batches included;
+- a `DynamicCache` KV cache for `generate()`, left-padded batches included, passed as `cache` (transformers' name
+  since 5.24; the old `past_key_values` keyword is still accepted, with transformers' deprecation warning);
 - padding-free packing: with no attention mask, restarting `position_ids` keep attention inside each document;
 - every projection is an `nn.Linear` with the names PEFT users know (`q_proj`, `k_proj`, `v_proj`, `o_proj`,
   `up_proj`, `down_proj`), so LoRA and bitsandbytes 4/8-bit loading work unchanged;
 - `GPTForCausalLM.from_gpt2(...)` imports OpenAI's GPT-2 weights from a transformers `GPT2LMHeadModel`.
 
 This file imports only torch, transformers and its own configuration, so `save_pretrained` can ship it to the Hub
-and `from_pretrained(..., trust_remote_code=True)` works where hf_llm is not installed.
+and `from_pretrained(..., trust_remote_code=True)` works where hf_llm is not installed (transformers >= 5.24).
 """
 
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
 from transformers.utils import can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_gpt import GPTConfig
 
@@ -110,12 +112,13 @@ class GPTAttention(nn.Module):
         self.o_proj.is_residual_projection = True  # read by GPTPreTrainedModel._init_weights
         self.residual_dropout = nn.Dropout(config.residual_dropout)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]  # (B, T)
@@ -129,8 +132,8 @@ class GPTAttention(nn.Module):
             cos, sin = position_embeddings
             query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
 
-        if past_key_values is not None:
-            key_states, value_states = past_key_values.update(key_states, value_states, self.layer_idx)  # (B, H, S, D)
+        if cache is not None:
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx)  # (B, H, S, D)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -176,19 +179,20 @@ class GPTBlock(GradientCheckpointingLayer):
         )
         self.mlp = GPTMLP(config)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attn_output, attn_weights = self.self_attn(
             self.input_layernorm(hidden_states),
             attention_mask=attention_mask,
             position_embeddings=position_embeddings,
-            past_key_values=past_key_values,
+            cache=cache,
             **kwargs,
         )
         hidden_states = hidden_states + attn_output
@@ -202,7 +206,7 @@ class GPTPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["GPTBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -305,13 +309,14 @@ class GPTModel(GPTPreTrainedModel):
                     f"max_length={self.config.max_position_embeddings})) or use a shorter max_new_tokens."
                 )
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
@@ -326,7 +331,7 @@ class GPTModel(GPTPreTrainedModel):
                 1 for real tokens, 0 for padding. Leave it `None` with restarting `position_ids` for packed batches.
             position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 Position of each token. Restarting them at 0 marks document boundaries in a packed batch.
-            past_key_values (`Cache`, *optional*):
+            cache (`Cache`, *optional*):
                 Keys and values of earlier tokens, as returned with `use_cache=True`.
             use_cache (`bool`, *optional*):
                 Return a KV cache. Defaults to `config.use_cache` at inference and to `False` in training. Packed
@@ -347,9 +352,9 @@ class GPTModel(GPTPreTrainedModel):
         # An empty cache (made here, or by generate() before the prefill) changes nothing about the mask, so the mask
         # is built as if there were none: create_causal_mask derives per-document masks from restarting position_ids
         # only when it is given no cache object.
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        past_length = cache.get_seq_length() if cache is not None else 0
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
         seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         positions_given = position_ids is not None
         if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
@@ -374,7 +379,7 @@ class GPTModel(GPTPreTrainedModel):
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values if past_length > 0 else None,
+            cache=cache if past_length > 0 else None,
             position_ids=position_ids,
         )
 
@@ -387,7 +392,7 @@ class GPTModel(GPTPreTrainedModel):
                 hidden_states,
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
-                past_key_values=past_key_values,
+                cache=cache,
                 position_ids=position_ids,
                 **kwargs,
             )
@@ -399,7 +404,7 @@ class GPTModel(GPTPreTrainedModel):
             all_hidden_states += (hidden_states,)
         return BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
+            cache=cache if use_cache else None,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
         )
@@ -420,13 +425,14 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             self._keys_to_ignore_on_save = ["lm_head.weight"]
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -450,7 +456,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_attentions=output_attentions,
@@ -468,7 +474,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -593,13 +599,14 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -618,7 +625,7 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_attentions=output_attentions,
@@ -652,7 +659,7 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         return SequenceClassifierOutputWithPast(
             loss=loss,
             logits=pooled_logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
