@@ -1,30 +1,38 @@
 # Two commands on a fresh clone: `make pipeline` and `make test`.
 # GPU users: `make install TORCH="torch --index-url https://download.pytorch.org/whl/cu128"` (or any pip spec).
+#
+# Both install the versions the suite passed with: requirements/cpu.txt (every package but torch, which TORCH picks)
+# is a pip constraints file, so an install takes only what it needs, each at its locked version. pyproject.toml keeps
+# ranges for `pip install hf_llm` into your own environment. `make test-newest` tests the newest versions those
+# ranges allow in a separate venv; `make lock` then writes what it installed into the lock.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+LOCK := requirements/cpu.txt
 PIPELINE_DIR ?= outputs/pipeline
+NEWEST_VENV ?= .venv-newest
+NEWEST_BIN := $(NEWEST_VENV)/bin
 
-.PHONY: install system-deps test test-fast lint pipeline benchmark clean
+.PHONY: install system-deps test test-fast test-newest newest-venv lock lint pipeline benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 # torch goes in first and alone, so the project's `torch>=2.4` is already met and no CUDA build is pulled.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[dev]"
-	$(BIN)/pip install --quiet -e ".[deepspeed]" || echo "deepspeed did not install: the DeepSpeed ZeRO tests will be skipped"
+	$(BIN)/pip install --quiet -c $(LOCK) -e ".[dev]"
+	$(BIN)/pip install --quiet -c $(LOCK) -e ".[deepspeed]" || echo "deepspeed did not install: the DeepSpeed ZeRO tests will be skipped"
 	touch $@
 
 install: $(VENV)/.installed
 
 # `make pipeline` needs only the package itself (no test, serving, UI or DeepSpeed extras): a faster first run.
-$(VENV)/.installed-core: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-core: pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -c $(LOCK) -e .
 	touch $@
 
 # OpenMPI lets `accelerate launch` start several CPU processes (accelerate_configs/multi_cpu.yaml); Debian's
@@ -41,6 +49,31 @@ test: install system-deps
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# A fresh venv with the newest versions pyproject.toml's ranges allow (no lock): the fast suite, then the whole
+# lifecycle end to end on the very small preset of tests/test_pipeline.py. Run it before a release; when it fails, fix
+# the code or narrow the range.
+newest-venv:
+	rm -rf $(NEWEST_VENV)
+	$(PYTHON) -m venv $(NEWEST_VENV)
+	$(NEWEST_BIN)/pip install --quiet --upgrade pip
+	$(NEWEST_BIN)/pip install --quiet $(TORCH)
+	$(NEWEST_BIN)/pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(NEWEST_BIN)/pip install --quiet -e ".[deepspeed]" || echo "deepspeed did not install: the DeepSpeed ZeRO tests will be skipped"
+
+test-newest: newest-venv system-deps
+	$(NEWEST_BIN)/hf-llm env
+	$(NEWEST_BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+	$(NEWEST_BIN)/python -m pytest -q -p no:cacheprovider tests/test_pipeline.py -k whole_lifecycle
+
+# Write the lock from the newest venv (run `make test-newest` first, so the lock holds versions that passed).
+lock:
+	@test -x $(NEWEST_BIN)/python || { echo "no $(NEWEST_VENV): run make test-newest first"; exit 2; }
+	@mkdir -p $(dir $(LOCK))
+	{ echo "# Every package the suite passed with (make test-newest, then make lock), on CPython $$($(NEWEST_BIN)/python -c 'import platform; print(platform.python_version(), platform.machine())'),"; \
+	  echo "# torch excluded (the Makefile's TORCH picks the build). Used as pip constraints: pip install -c $(LOCK) -e ."; \
+	  $(NEWEST_BIN)/pip freeze --exclude-editable | grep -v -i -E '^(torch|nvidia-[a-z0-9-]+|triton)=='; } > $(LOCK)
+	@echo "wrote $(LOCK)"
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -54,4 +87,4 @@ benchmark: install
 	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 clean:
-	rm -rf $(VENV) outputs build *.egg-info
+	rm -rf $(VENV) $(NEWEST_VENV) outputs build *.egg-info

@@ -8,6 +8,7 @@ hf-llm serve outputs/pipeline/sft --host 127.0.0.1 --port 8000   # OpenAI-compat
 hf-llm rank --model_name_or_path outputs/pipeline/sft --dataset_name pydocs --labeler alice   # rank answers in a page
 hf-llm chat --web --model_name_or_path outputs/pipeline/sft                             # a chat page
 hf-llm merge outputs/sft-gpt2 --output_dir outputs/sft-gpt2-merged   # LoRA adapter -> standalone model
+hf-llm env                                  # versions, devices, lock check, caches: paste it into bug reports
 
 A command lives in a library module as `add_<name>_command(commands)`: it adds its subparser and sets
 `run=<function(args) -> int>` with `set_defaults`; a command that parses its own flags (as `eval` does, with TRL's
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .environment import add_env_command
 from .errors import exit_on_user_error
 from .evaluation.evaluate_model import add_eval_command
 from .feedback.commands import add_rank_command
@@ -36,6 +38,7 @@ COMMANDS = (
     add_serve_command,
     add_rank_command,
     add_merge_command,
+    add_env_command,
 )
 
 

@@ -34,6 +34,9 @@ class RecipeParser(TrlParser):
     def parse_args_and_config(self, args: Iterable[str] | None = None, **kwargs):
         import sys
 
+        from hf_llm.environment import warn_if_untested_versions
+
+        warn_if_untested_versions()
         argv = list(args) if args is not None else sys.argv[1:]
         if "--config" in argv:
             index = argv.index("--config")
