@@ -79,6 +79,15 @@ def lock_mismatches(lock: dict[str, str], installed: dict[str, str]) -> dict[str
     return mismatches
 
 
+def requirement(name: str) -> str:
+    """hf_llm's requirement on `name` as pyproject.toml states it, e.g. `transformers<6,>=5.24`."""
+    for spec in metadata.requires("hf_llm") or []:
+        parsed = Requirement(spec)
+        if normalize(parsed.name) == normalize(name) and parsed.marker is None:
+            return f"{parsed.name}{parsed.specifier}"
+    raise KeyError(f"hf_llm does not depend on {name}")
+
+
 def dependency_names() -> list[str]:
     """hf_llm's direct dependencies, extras included, in pyproject order."""
     names = []

@@ -24,6 +24,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers.utils import logging
 
+from .environment import requirement
 from .evaluation.report import format_value, library_versions
 from .stages import STAGES
 
@@ -187,6 +188,13 @@ def create_model_card(
             "`trust_remote_code=True` loads it where hf_llm is not installed; with hf_llm installed, `import hf_llm` "
             "registers the architecture and `trust_remote_code` is not needed."
         )
+    sections += [
+        "## Requirements",
+        f"`{requirement('transformers')}`"
+        + (f" and `{requirement('peft')}`" if is_adapter else "")
+        + ". The shipped model code takes the KV cache as `cache`, the argument `generate()` passes since "
+        "transformers 5.24; on older transformers its cached generation is wrong.",
+    ]
     if config and not is_adapter:
         details = {
             "architecture": ", ".join(architectures) or config.get("model_type"),

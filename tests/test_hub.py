@@ -170,6 +170,7 @@ def test_model_card_has_front_matter_metrics_and_recipe(pushed_gpt, hub):
     assert "| eval_perplexity | 9.4877 |" in card.text and "| eval_loss | 2.2500 |" in card.text
     assert "learning_rate: 0.003" in card.text and "SECRET" not in card.text
     assert "| hidden size | 32 |" in card.text
+    assert "## Requirements\n\n`transformers<6,>=5.24`" in card.text
 
 
 def test_model_card_keeps_local_paths_out_of_front_matter_and_describes_adapters(tmp_path, pretrain_text_file):
