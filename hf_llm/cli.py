@@ -8,6 +8,7 @@ hf-llm serve outputs/pipeline/sft --host 127.0.0.1 --port 8000   # OpenAI-compat
 hf-llm rank --model_name_or_path outputs/pipeline/sft --dataset_name pydocs --labeler alice   # rank answers in a page
 hf-llm chat --web --model_name_or_path outputs/pipeline/sft                             # a chat page
 hf-llm merge outputs/sft-gpt2 --output_dir outputs/sft-gpt2-merged   # LoRA adapter -> standalone model
+hf-llm export outputs/pipeline/sft --format gpt2 --output_dir outputs/sft-gpt2   # plain GPT-2, no remote code
 hf-llm env                                  # versions, devices, lock check, caches: paste it into bug reports
 
 A command lives in a library module as `add_<name>_command(commands)`: it adds its subparser and sets
@@ -24,6 +25,7 @@ import sys
 from .environment import add_env_command
 from .errors import exit_on_user_error
 from .evaluation.evaluate_model import add_eval_command
+from .export import add_export_command
 from .feedback.commands import add_rank_command
 from .generation import add_chat_command, add_generate_command
 from .pipeline import add_pipeline_command
@@ -38,6 +40,7 @@ COMMANDS = (
     add_serve_command,
     add_rank_command,
     add_merge_command,
+    add_export_command,
     add_env_command,
 )
 

@@ -9,7 +9,8 @@ Notable features:
 - padding-free packing: with no attention mask, restarting `position_ids` keep attention inside each document;
 - every projection is an `nn.Linear` with the names PEFT users know (`q_proj`, `k_proj`, `v_proj`, `o_proj`,
   `up_proj`, `down_proj`), so LoRA and bitsandbytes 4/8-bit loading work unchanged;
-- `GPTForCausalLM.from_gpt2(...)` imports OpenAI's GPT-2 weights from a transformers `GPT2LMHeadModel`.
+- `GPTForCausalLM.from_gpt2(...)` imports OpenAI's GPT-2 weights from a transformers `GPT2LMHeadModel`, and
+  `to_gpt2()` exports back to one (no remote code needed) with the same logits.
 
 This file imports only torch, transformers and its own configuration, so `save_pretrained` can ship it to the Hub
 and `from_pretrained(..., trust_remote_code=True)` works where hf_llm is not installed (transformers >= 5.24).
@@ -19,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from transformers import GPT2LMHeadModel, PreTrainedModel
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
@@ -582,6 +583,91 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         if gpt2.generation_config is not None:
             model.generation_config = gpt2.generation_config
         return model
+
+    def to_gpt2(self) -> GPT2LMHeadModel:
+        """Convert this model into a transformers `GPT2LMHeadModel` with the same logits: the inverse of `from_gpt2`.
+
+        The result needs no remote code, so every tool that knows GPT-2 loads it as is: `pipeline()`,
+        `transformers serve`, vLLM's native GPT-2, llama.cpp's GGUF converter.
+
+        Returns:
+            `GPT2LMHeadModel`: a model whose logits equal this model's.
+
+        Raises:
+            `ValueError`: naming the config field when GPT-2 cannot express it (rotary positions, no biases).
+        """
+        config = self.config
+        if config.position_embedding_type != "learned":
+            raise ValueError(
+                f"to_gpt2: GPT-2 has learned absolute positions only, and this model sets position_embedding_type="
+                f"{config.position_embedding_type!r}; a rotary model cannot be exported as GPT-2."
+            )
+        if not config.bias:
+            raise ValueError(
+                "to_gpt2: GPT-2 has a bias in every projection and LayerNorm, and this model sets bias=False."
+            )
+        # PyTorch's fused tanh GELU is the same function as GPT-2's "gelu_new".
+        activation = "gelu_new" if config.hidden_act == "gelu_pytorch_tanh" else config.hidden_act
+        gpt2_config = GPT2Config(
+            vocab_size=config.vocab_size,
+            n_positions=config.max_position_embeddings,
+            n_embd=config.hidden_size,
+            n_layer=config.num_hidden_layers,
+            n_head=config.num_attention_heads,
+            n_inner=config.intermediate_size,
+            activation_function=activation,
+            resid_pdrop=config.residual_dropout,
+            embd_pdrop=config.embedding_dropout,
+            attn_pdrop=config.attention_dropout,
+            layer_norm_epsilon=config.layer_norm_epsilon,
+            initializer_range=config.initializer_range,
+            tie_word_embeddings=config.tie_word_embeddings,
+            bos_token_id=config.bos_token_id,
+            eos_token_id=config.eos_token_id,
+            pad_token_id=config.pad_token_id,
+        )
+        state = self.state_dict()
+        # nn.Linear stores (out, in) weights; GPT-2's Conv1D stores (in, out), with q|k|v fused into c_attn.
+        gpt2_state = {
+            "transformer.wte.weight": state["model.embed_tokens.weight"],
+            "transformer.wpe.weight": state["model.embed_positions.weight"],
+            "transformer.ln_f.weight": state["model.norm.weight"],
+            "transformer.ln_f.bias": state["model.norm.bias"],
+            "lm_head.weight": state["model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"],
+        }
+        for index in range(config.num_hidden_layers):
+            ours, theirs = f"model.layers.{index}", f"transformer.h.{index}"
+            projections = [state[f"{ours}.self_attn.{name}_proj.weight"] for name in ("q", "k", "v")]
+            biases = [state[f"{ours}.self_attn.{name}_proj.bias"] for name in ("q", "k", "v")]
+            gpt2_state.update(
+                {
+                    f"{theirs}.ln_1.weight": state[f"{ours}.input_layernorm.weight"],
+                    f"{theirs}.ln_1.bias": state[f"{ours}.input_layernorm.bias"],
+                    f"{theirs}.attn.c_attn.weight": torch.cat(projections, dim=0).t(),
+                    f"{theirs}.attn.c_attn.bias": torch.cat(biases, dim=0),
+                    f"{theirs}.attn.c_proj.weight": state[f"{ours}.self_attn.o_proj.weight"].t(),
+                    f"{theirs}.attn.c_proj.bias": state[f"{ours}.self_attn.o_proj.bias"],
+                    f"{theirs}.ln_2.weight": state[f"{ours}.post_attention_layernorm.weight"],
+                    f"{theirs}.ln_2.bias": state[f"{ours}.post_attention_layernorm.bias"],
+                    f"{theirs}.mlp.c_fc.weight": state[f"{ours}.mlp.up_proj.weight"].t(),
+                    f"{theirs}.mlp.c_fc.bias": state[f"{ours}.mlp.up_proj.bias"],
+                    f"{theirs}.mlp.c_proj.weight": state[f"{ours}.mlp.down_proj.weight"].t(),
+                    f"{theirs}.mlp.c_proj.bias": state[f"{ours}.mlp.down_proj.bias"],
+                }
+            )
+        gpt2 = GPT2LMHeadModel(gpt2_config).to(self.dtype)
+        missing, unexpected = gpt2.load_state_dict(
+            {name: tensor.detach().clone().contiguous() for name, tensor in gpt2_state.items()}, strict=False
+        )
+        # GPT-2's causal-mask buffers are not weights; the tied head is re-tied below.
+        missing = [name for name in missing if not name.endswith((".attn.bias", ".attn.masked_bias"))]
+        missing = [name for name in missing if name != "lm_head.weight" or not config.tie_word_embeddings]
+        if missing or unexpected:
+            raise ValueError(f"to_gpt2: weights did not map cleanly (missing {missing}, unexpected {unexpected}).")
+        if config.tie_word_embeddings:
+            gpt2.tie_weights()
+        gpt2.generation_config = self.generation_config
+        return gpt2.eval() if not self.training else gpt2
 
 
 class GPTForSequenceClassification(GPTPreTrainedModel):
