@@ -13,6 +13,9 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
 )
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as _MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+)
 
 from .models.gpt import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel, GPTPreTrainedModel
 from .tokenizer import train_tokenizer
@@ -23,6 +26,9 @@ AutoConfig.register(GPTConfig.model_type, GPTConfig, exist_ok=True)
 AutoModel.register(GPTConfig, GPTModel, exist_ok=True)
 AutoModelForCausalLM.register(GPTConfig, GPTForCausalLM, exist_ok=True)
 AutoModelForSequenceClassification.register(GPTConfig, GPTForSequenceClassification, exist_ok=True)
+# Tools that ask "is this a causal LM?" by model type rather than through the Auto classes read this name table:
+# lm-evaluation-harness's HF backend otherwise warns that our model is "neither CausalLM nor Seq2SeqLM".
+_MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.setdefault(GPTConfig.model_type, GPTForCausalLM.__name__)
 
 # save_pretrained then also writes configuration_gpt.py and modeling_gpt.py with an `auto_map`, so checkpoints load
 # with trust_remote_code=True where hf_llm is not installed (e.g. straight from the Hub).

@@ -458,3 +458,10 @@ def test_one_trainer_step_changes_every_trainable_parameter(tmp_path):
     Trainer(model=model, args=args, train_dataset=samples).train()
     unchanged = [name for name, p in model.named_parameters() if torch.equal(p.detach(), before[name])]
     assert unchanged == []
+
+
+def test_model_type_is_listed_as_causal_lm_for_tools_that_check_by_name():
+    # lm-evaluation-harness's HF backend decides causal vs seq2seq by this table, and warns when the type is absent.
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    assert MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[GPTConfig.model_type] == "GPTForCausalLM"
