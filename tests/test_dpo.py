@@ -41,3 +41,29 @@ def test_dpo_saves_a_loadable_policy_and_reports_win_rate(
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Q?"}], add_generation_prompt=True)
     input_ids = torch.tensor([prompt["input_ids"] if hasattr(prompt, "keys") else prompt])
     assert policy.generate(input_ids, max_new_tokens=4, do_sample=False).shape[1] > input_ids.shape[1]
+
+
+def test_a_win_rate_failure_after_training_keeps_the_saved_model_and_says_where(
+    run_alignment_script, tiny_sft_dir, tiny_reward_dir, tiny_preference_file, tmp_path, monkeypatch, capsys
+):
+    module = run_alignment_script.load("dpo")
+
+    def broken_win_rate(*args, **kwargs):
+        raise RuntimeError("the reward model ran out of positions")
+
+    monkeypatch.setattr(module, "held_out_win_rate", broken_win_rate)
+    output_dir = tmp_path / "dpo"
+    argv = ["--model_name_or_path", tiny_sft_dir, "--reward_model_path", tiny_reward_dir, "--dataset_name",
+            tiny_preference_file, "--output_dir", output_dir, "--use_peft", "false", *DPO_ARGS]  # fmt: skip
+    argv[argv.index("--max_steps") + 1] = "2"
+    with pytest.raises(SystemExit) as exit_info:
+        run_alignment_script("dpo", argv)
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith("dpo.py: error: the dpo model is saved in ") and str(output_dir) in line
+    assert "RuntimeError: the reward model ran out of positions" in line
+    assert "broken_win_rate" in (output_dir / "post_training_error.txt").read_text()
+    policy = AutoModelForCausalLM.from_pretrained(output_dir)  # the final model, not only a checkpoint
+    sft = AutoModelForCausalLM.from_pretrained(tiny_sft_dir)
+    assert any(not torch.equal(p, sft.get_parameter(n)) for n, p in policy.named_parameters())
+    assert (output_dir / "README.md").exists() and (output_dir / "recipe.yaml").exists()

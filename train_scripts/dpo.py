@@ -188,9 +188,9 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOCo
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     metrics = {**train_result.metrics, **final_eval_metrics(trainer)}
-    if held_out and trainer.is_world_process_zero():
+
+    def score_win_rate() -> dict[str, float]:
         # Greedy answers of the SFT model (before) and the DPO policy (after), scored by the reward model.
-        os.makedirs(training_args.output_dir, exist_ok=True)
         win_rate = held_out_win_rate(
             trainer.accelerator.unwrap_model(trainer.model),
             sft_path,
@@ -203,7 +203,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOCo
         )
         trainer.log_metrics("win_rate", win_rate)
         trainer.save_metrics("win_rate", win_rate)
-        metrics.update({f"eval_{key}": value for key, value in win_rate.items()})
+        return win_rate
 
     ###################
     # Save and push
@@ -216,6 +216,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOCo
         dataset=raw,
         metrics=metrics,
         base_model=sft_model,
+        evaluate_saved_model=score_win_rate if held_out else None,
     )
     if training_args.merge_adapter and trainer.is_world_process_zero():
         merge_trained_adapter(training_args.output_dir, "dpo", trained_with_peft=peft_config is not None)

@@ -242,9 +242,9 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
     last_update = next((log for log in reversed(trainer.state.log_history) if "objective/kl" in log), {})
     metrics = {f"train_{key.replace('/', '_')}": value for key, value in last_update.items() if "/" in key}
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-    if held_out and trainer.is_world_process_zero():
+
+    def score_win_rate() -> dict[str, float]:
         # Greedy answers of the SFT model (before) and the PPO policy (after), scored by the reward model.
-        os.makedirs(training_args.output_dir, exist_ok=True)
         win_rate = held_out_win_rate(
             unwrapped.policy,
             sft_path,
@@ -257,7 +257,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
         )
         trainer.log_metrics("win_rate", win_rate)
         trainer.save_metrics("win_rate", win_rate)
-        metrics.update({f"eval_{key}": value for key, value in win_rate.items()})
+        return win_rate
 
     ###################
     # Save and push
@@ -275,6 +275,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
         dataset=raw,
         metrics=metrics,
         base_model=sft_model,
+        evaluate_saved_model=score_win_rate if held_out else None,
     )
     if training_args.merge_adapter and trainer.is_world_process_zero():
         merge_trained_adapter(training_args.output_dir, "ppo", trained_with_peft=peft_config is not None)

@@ -16,7 +16,8 @@ save_and_push(trainer, "pretrain", recipe_args=(model_args, data_args, training_
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from datasets import Dataset, DatasetDict
@@ -24,6 +25,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, Traini
 from transformers.utils import logging
 
 from hf_llm.data import DataArguments, save_data_fingerprint
+from hf_llm.errors import UsageError, one_line
 from hf_llm.hub import create_model_card, push_output_dir
 
 from .arguments import ModelArguments
@@ -36,6 +38,13 @@ logger = logging.get_logger(__name__)
 # temperature 0.6, top_p 0.9). Without `do_sample`, `transformers serve` and `pipeline()` decode greedily whatever
 # `temperature` a request sends; a request's `temperature: 0` (or `generate(do_sample=False)`) still decodes greedily.
 SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 0.7, "top_p": 0.9}
+
+POST_TRAINING_ERROR_NAME = "post_training_error.txt"
+
+
+class EvaluationAfterSaveError(UsageError):
+    """An evaluation after training failed; the model is saved. One line (exit 2) that says where it is: a rerun of
+    the training would redo finished work, so the message, not a traceback, is what the user needs first."""
 
 
 def prepare_tokenizer(
@@ -104,11 +113,17 @@ def save_and_push(
     metrics: dict[str, Any],
     base_model: str | None = None,
     output_dir: str | None = None,
+    evaluate_saved_model: Callable[[], dict[str, float]] | None = None,
 ) -> str:
     """
     Save a finished run and push it once: model (or adapter) + tokenizer via `trainer.save_model`, the trainer state,
     `recipe.yaml`, `data_fingerprint.json` and hf_llm's model card; with `--push_to_hub`, one commit of all of it. A
     causal LM whose generation config does not sample gets [`SAMPLING_DEFAULTS`] in its `generation_config.json`.
+
+    Evaluations that need the trained model but are not part of training (the held-out win rate) run only after the
+    model is saved and pushed, through `evaluate_saved_model`, so their failure never costs the model: it ends in one
+    line saying where the model is and what failed (the traceback goes to `post_training_error.txt` beside it). On
+    success their metrics join the card (and a second push carries it).
 
     Trainer's own end-of-training push is skipped (`_internal_call=True`): the single push here carries the card and
     the recipe next to the weights.
@@ -122,9 +137,14 @@ def save_and_push(
         metrics (`dict[str, Any]`): The run's metrics; the card shows the `eval_*` ones and `train_loss`.
         base_model (`str`, *optional*): The model this run started from (a path or Hub id), named in the card.
         output_dir (`str`, *optional*): Where to save; defaults to `trainer.args.output_dir`.
+        evaluate_saved_model (`Callable`, *optional*): Run on the main process after the save and push; returns
+            metrics (without the `eval_` prefix, which the card adds).
 
     Returns:
         `str`: The output directory.
+
+    Raises:
+        [`EvaluationAfterSaveError`]: When `evaluate_saved_model` fails; the model is saved.
     """
     args = trainer.args
     output_dir = output_dir or args.output_dir
@@ -133,9 +153,10 @@ def save_and_push(
         generation_config.update(**SAMPLING_DEFAULTS)
     trainer.save_model(output_dir, _internal_call=True)
     trainer.save_state()
-    if trainer.is_world_process_zero():
-        save_recipe(output_dir, *recipe_args)
-        save_data_fingerprint(output_dir, data_args, dataset)
+    if not trainer.is_world_process_zero():
+        return output_dir
+
+    def card_and_push(commit_message: str) -> None:
         create_model_card(
             output_dir,
             stage=stage,
@@ -151,7 +172,24 @@ def save_and_push(
                 args.hub_model_id,
                 private=bool(args.hub_private_repo),
                 token=args.hub_token,
-                commit_message=f"End of the {stage} stage",
+                commit_message=commit_message,
             )
+
+    save_recipe(output_dir, *recipe_args)
+    save_data_fingerprint(output_dir, data_args, dataset)
+    card_and_push(f"End of the {stage} stage")
     logger.info(f"Saved the {stage} model to {os.path.abspath(output_dir)}")
+    if evaluate_saved_model is not None:
+        try:
+            extra = evaluate_saved_model()
+        except Exception as error:
+            error_file = os.path.join(output_dir, POST_TRAINING_ERROR_NAME)
+            with open(error_file, "w", encoding="utf-8") as file:
+                file.write(traceback.format_exc())
+            raise EvaluationAfterSaveError(
+                f"the {stage} model is saved in {os.path.abspath(output_dir)}, but the evaluation after training "
+                f"failed: {type(error).__name__}: {one_line(error)} (traceback in {error_file})"
+            ) from error
+        metrics.update({f"eval_{key}": value for key, value in extra.items()})
+        card_and_push(f"{stage} stage: evaluation after training")
     return output_dir
