@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -287,6 +288,31 @@ def _stop_process_group(process: subprocess.Popen) -> None:
             continue
 
 
+def check_pipeline_output_dir(output_dir: Path, *, overwrite_output_dir: bool = False) -> None:
+    """
+    Refuse to run in a directory holding files that no pipeline wrote: the pipeline writes `report.md`, `logs/` and
+    one directory per step there, and would replace a user's own files of those names. A directory with a
+    `pipeline_state.json` is an earlier run of the pipeline, which this run resumes. With `--overwrite_output_dir`
+    the directory's contents are deleted first.
+
+    Raises:
+        `UsageError`: Naming the directory, what is in it, and the ways on.
+    """
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return
+    if overwrite_output_dir:
+        shutil.rmtree(output_dir)
+        return
+    if (output_dir / STATE_FILE).is_file():
+        return  # an earlier run: finished steps are skipped, an interrupted one resumes
+    names = sorted(entry.name for entry in output_dir.iterdir())
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    raise UsageError(
+        f"--output_dir {output_dir} holds files no pipeline run wrote ({shown}); the pipeline would write its steps, "
+        "logs and report.md there. Pass a new or empty directory, or --overwrite_output_dir to delete its contents."
+    )
+
+
 def run_pipeline(args: argparse.Namespace) -> int:
     """`hf-llm pipeline`: run the steps not yet done, stop at the first failure, then write the report."""
     from .pipeline_report import write_pipeline_report
@@ -297,6 +323,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     output_dir = Path(args.output_dir).resolve()
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(f"--output_dir {output_dir} is a file; pass a directory.")
+    check_pipeline_output_dir(output_dir, overwrite_output_dir=args.overwrite_output_dir)
     steps = build_steps(args, checkout)
     output_dir.mkdir(parents=True, exist_ok=True)
     state = PipelineState(output_dir)
@@ -366,6 +393,11 @@ def add_pipeline_command(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     pipeline.add_argument("--output_dir", default="outputs/pipeline", help="one sub-directory per step, logs, report")
+    pipeline.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="delete what --output_dir holds and start over (without it, a directory of an earlier run resumes)",
+    )
     pipeline.add_argument("--preset", default="tiny", help="recipe name: train_scripts/configs/<stage>/<preset>.yaml")
     pipeline.add_argument(
         "--stages",

@@ -19,10 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from transformers.utils import logging
+
 from .evaluation.report import format_value, library_versions
 
 if TYPE_CHECKING:
     from .pipeline import PipelineStep
+
+logger = logging.get_logger(__name__)
 
 # What each stage does, in the mission's words.
 STAGE_STORIES = {
@@ -265,6 +269,13 @@ def _fixed_prompt_samples(output_dir: Path, num_prompts: int = 4, max_new_tokens
     return samples
 
 
+def _could_not_summarise(what: str, error: Exception) -> Block:
+    """A text block saying what the report could not summarise and why: one unreadable stage output must not cost the
+    report of every other stage. The traceback goes to the log."""
+    logger.warning(f"pipeline report: could not summarise {what}", exc_info=True)
+    return Block("text", f"*Could not summarise {what}: {type(error).__name__}: {error}.*")
+
+
 def build_report(output_dir: Path, steps: list[PipelineStep], state: dict[str, dict]) -> list[Block]:
     """The report's blocks: summary table, one section per stage, samples, environment."""
     stages = list(dict.fromkeys(step.stage for step in steps))
@@ -281,15 +292,26 @@ def build_report(output_dir: Path, steps: list[PipelineStep], state: dict[str, d
     timing = [("step", "wall time", "throughput", "log")]
     for step in steps:
         seconds = state.get(step.name, {}).get("seconds")
-        throughput = _throughput(step.output_dir) if step.name == step.stage else ""
+        try:
+            throughput = _throughput(step.output_dir) if step.name == step.stage else ""
+        except Exception as error:
+            logger.warning(f"pipeline report: could not read the throughput of {step.name}", exc_info=True)
+            throughput = f"unreadable ({type(error).__name__})"
         wall = f"{seconds:.0f} s" if seconds is not None else "not run"
         timing.append((step.name, wall, throughput, f"logs/{step.log_file.name}"))
     blocks += [Block("heading", "Steps"), Block("table", timing)]
     for stage in stages:
         blocks.append(Block("heading", f"{stage}"))
         blocks.append(Block("text", STAGE_STORIES.get(stage, "")))
-        blocks += _stage_blocks(output_dir, stage)
-    samples = _fixed_prompt_samples(output_dir)
+        try:
+            blocks += _stage_blocks(output_dir, stage)
+        except Exception as error:
+            blocks.append(_could_not_summarise(f"the {stage} stage", error))
+    try:
+        samples = _fixed_prompt_samples(output_dir)
+    except Exception as error:
+        samples = None
+        blocks.append(_could_not_summarise("the fixed-prompt samples", error))
     if samples:
         blocks += [
             Block("heading", "The same prompts, stage after stage"),

@@ -162,6 +162,41 @@ def test_report_shows_baselines_plots_and_escapes_model_output(tmp_path):
     assert "data:image/png;base64," in page and "plots/pretrain.png" not in page  # self-contained
 
 
+def test_a_stage_that_cannot_be_summarised_is_marked_and_every_other_stage_reported(tmp_path):
+    (tmp_path / "pretrain").mkdir()
+    (tmp_path / "pretrain" / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": 1, "loss": 5.0}]}))
+    (tmp_path / "eval-pretrain").mkdir()
+    (tmp_path / "eval-pretrain" / "metrics.json").write_text(json.dumps({"metrics": {"perplexity": 118.0}}))
+    (tmp_path / "eval-ppo").mkdir()
+    # A trainer state of the wrong shape (a number where the log history belongs).
+    (tmp_path / "ppo").mkdir()
+    (tmp_path / "ppo" / "trainer_state.json").write_text(json.dumps({"log_history": 5}))
+    steps = [
+        PipelineStep(name, name.removeprefix("eval-"), [], tmp_path / name, "x")
+        for name in ("pretrain", "eval-pretrain", "ppo", "eval-ppo")
+    ]
+    for step in steps:
+        step.log_file = tmp_path / "logs" / f"{step.name}.log"
+
+    report = write_pipeline_report(tmp_path, steps, {}).read_text()
+
+    assert "*Could not summarise the ppo stage: TypeError" in report
+    assert "| test perplexity |" in report or "118.0" in report  # pretraining is still reported
+    assert (tmp_path / "report.html").is_file()
+
+
+def test_pipeline_refuses_a_directory_of_the_users_own_files_before_any_work(tmp_path):
+    users_dir = tmp_path / "mine"
+    users_dir.mkdir()
+    (users_dir / "report.md").write_text("my notes")
+    result = run_pipeline_process("--output_dir", str(users_dir), "--stages", "pretrain")
+    assert result.returncode == 2
+    assert "hold files no pipeline run wrote (report.md)" in result.stderr.replace("holds", "hold")
+    assert "--overwrite_output_dir" in result.stderr
+    assert sorted(p.name for p in users_dir.iterdir()) == ["report.md"]
+    assert (users_dir / "report.md").read_text() == "my notes"
+
+
 def test_a_failed_stage_is_named_with_its_error_and_log(tmp_path):
     output_dir = tmp_path / "run"
     result = run_pipeline_process(
