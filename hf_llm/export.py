@@ -14,38 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 
 from transformers.utils import logging
 
 from hf_llm.errors import UsageError
+from hf_llm.training.output_dir import check_command_output_dir
 
 logger = logging.get_logger(__name__)
 
 EXPORT_FORMATS = ("gpt2",)
-
-
-def check_export_output_dir(model_dir: str, output_dir: str, overwrite_output_dir: bool) -> None:
-    """
-    Refuse an output directory that would lose files: one holding anything unless `--overwrite_output_dir`, and one
-    equal to or inside the checkpoint being exported (whatever the flag says).
-
-    Raises:
-        `UsageError`: Naming the directory and the fix.
-    """
-    source, target = os.path.realpath(os.path.expanduser(model_dir)), os.path.realpath(os.path.expanduser(output_dir))
-    if target == source or target.startswith(source + os.sep):
-        raise UsageError(
-            f"--output_dir {output_dir} is {'the checkpoint itself' if target == source else 'inside the checkpoint'} "
-            f"{model_dir}; export into a directory of its own, e.g. --output_dir {model_dir.rstrip('/')}-gpt2."
-        )
-    if os.path.isfile(target):
-        raise UsageError(f"--output_dir {output_dir} is a file; pass a directory.")
-    if os.path.isdir(target) and os.listdir(target) and not overwrite_output_dir:
-        raise UsageError(
-            f"--output_dir {output_dir} already holds {len(os.listdir(target))} entries; pass an empty or new "
-            "directory, or --overwrite_output_dir to replace its contents."
-        )
 
 
 def export_gpt2(model_name_or_path: str, output_dir: str, *, overwrite_output_dir: bool = False) -> str:
@@ -68,7 +45,12 @@ def export_gpt2(model_name_or_path: str, output_dir: str, *, overwrite_output_di
     from hf_llm import GPTForCausalLM
     from hf_llm.loading import check_model_source, from_pretrained, local_path_exists, tokenizer_from_pretrained
 
-    check_export_output_dir(model_name_or_path, output_dir, overwrite_output_dir)
+    check_command_output_dir(
+        output_dir,
+        inputs={"MODEL": model_name_or_path},
+        overwrite_output_dir=overwrite_output_dir,
+        example_suffix="-gpt2",
+    )
     check_model_source(model_name_or_path, "MODEL")
     if local_path_exists(model_name_or_path, "MODEL") and os.path.isfile(
         os.path.join(os.path.expanduser(model_name_or_path), "adapter_config.json")
@@ -88,8 +70,6 @@ def export_gpt2(model_name_or_path: str, output_dir: str, *, overwrite_output_di
     except ValueError as error:
         raise UsageError(f"{model_name_or_path}: {error}") from None
     tokenizer = tokenizer_from_pretrained(model_name_or_path, flag="MODEL")
-    if os.path.isdir(output_dir) and overwrite_output_dir:
-        shutil.rmtree(output_dir)
     gpt2.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     logger.info(f"Exported {model_name_or_path} as GPT2LMHeadModel to {os.path.abspath(output_dir)}")

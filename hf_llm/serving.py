@@ -1,17 +1,22 @@
 """`hf-llm serve`: transformers' own OpenAI-compatible server (`transformers serve`) on hf_llm checkpoints.
 
 No server of our own: `hf-llm serve DIR [FLAGS]` is `transformers serve DIR [FLAGS]` (every flag of
-`transformers serve --help` passes through) after three adjustments that transformers 5.23 needs for a model family
-that is not part of it (DESIGN §12):
+`transformers serve --help` passes through but `--api-server-count`) after three adjustments that transformers needs
+for a model family that is not part of it (DESIGN §12):
 
-- **Our classes on the `transformers` module.** The server resolves a checkpoint's class as
-  `getattr(transformers, config.architectures[0])`, so `GPTForCausalLM` must be an attribute of `transformers`;
-  registering it with the Auto classes (what `import hf_llm` does) is not enough, nor is `--trust-remote-code`.
-- **Every request fits the context.** A request without `max_tokens` asks for at least 1024 new tokens, and a prompt
-  plus `max_tokens` past `max_position_embeddings` fails inside the model's forward: mid-stream without continuous
-  batching, and under `--continuous-batching` the exception kills the batching worker (any forward error is fatal to
-  it in 5.23), so every later request gets 503. Here `max_new_tokens` is clamped to the room the prompt leaves
-  (`finish_reason: "length"` says so), and a prompt that leaves no room is refused with a 400 that names the numbers.
+- **Our classes on the `transformers` module, in the model's process.** The server loads the model in a process of its
+  own, started with spawn, and resolves the checkpoint's class there as `getattr(transformers,
+  config.architectures[0])`: `GPTForCausalLM` must be an attribute of `transformers` in that process. Registering it
+  with the Auto classes (what `import hf_llm` does) is not enough, nor is `--trust-remote-code`, and nothing set in
+  the `hf-llm` process reaches a spawned one. The server pickles its model loader into that process, so ours (a
+  subclass of transformers' loader) puts the classes there before loading.
+- **Every request fits the context.** The server refuses a prompt that leaves no room for an answer (400, naming the
+  numbers), but a request without `max_tokens` still asks for at least 1024 new tokens, and a prompt plus
+  `max_tokens` past `max_position_embeddings` fails inside the model's forward: a 500 (or an error event in a 200
+  stream) without continuous batching; under `--continuous-batching` the exception kills the batching worker, and
+  with it the server. Here `max_new_tokens` is clamped to the room the prompt leaves (`finish_reason: "length"` says
+  so) before the request leaves the API server. That clamp lives in the API server process, so `hf-llm serve` runs
+  exactly one: `--api-server-count` is refused.
 - **A bounded KV cache on CPU.** Continuous batching sizes its paged cache from free memory (60% of RAM on CPU)
   unless told otherwise: on CPU we pass `--cb-num-blocks 32` (32 blocks of 256 token positions) unless a `--cb-*`
   size is given.
@@ -27,13 +32,14 @@ curl http://127.0.0.1:8000/v1/chat/completions -H "Content-Type: application/jso
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from typing import TYPE_CHECKING
 
 from hf_llm.errors import UsageError
 
 if TYPE_CHECKING:
-    from transformers import GenerationConfig, PreTrainedModel
+    from transformers import PreTrainedModel
 
 # A paged KV cache of 32 blocks x 256 positions (transformers' default page size) on CPU: 8192 token slots, about
 # 0.6 GB for a 124M-parameter GPT instead of most of the machine's RAM. `--cb-num-blocks`, `--cb-block-size` or
@@ -86,7 +92,11 @@ def fit_to_context(model: PreTrainedModel, prompt_length: int, max_new_tokens: i
     Raises:
         ValueError: when the prompt leaves no room for a single new token.
     """
-    context = context_length(model)
+    return _fit_to_length(context_length(model), prompt_length, max_new_tokens)
+
+
+def _fit_to_length(context: int | None, prompt_length: int, max_new_tokens: int | None) -> int | None:
+    """[`fit_to_context`] for a context of `context` positions (`None`: no limit)."""
     if context is None:
         return max_new_tokens
     room = context - prompt_length
@@ -98,53 +108,91 @@ def fit_to_context(model: PreTrainedModel, prompt_length: int, max_new_tokens: i
     return room if max_new_tokens is None else min(max_new_tokens, room)
 
 
-def _fit_request(model: PreTrainedModel, inputs: dict, gen_config: GenerationConfig) -> None:
-    """Clamp a server request's `max_new_tokens` in place, or refuse it with HTTP 400 (see [`fit_to_context`])."""
-    from fastapi import HTTPException
-
-    input_ids = inputs["input_ids"]
-    # Continuous batching hands over a list of ids, sequential generation a (1, T) tensor.
-    prompt_length = len(input_ids) if isinstance(input_ids, list) else input_ids.shape[-1]
-    try:
-        gen_config.max_new_tokens = fit_to_context(model, prompt_length, gen_config.max_new_tokens)
-    except ValueError as error:
-        raise HTTPException(status_code=400, detail=str(error)) from None
+# ---- The two classes of transformers' (private) serving code that `hf-llm serve` subclasses ----
+#
+# Both are built on first use: they subclass classes of the serving extra, which `hf-llm` without it must not import.
 
 
-def _context_bound(manager_cls: type) -> type:
-    """A subclass of one of transformers' generation managers that fits every request to the context first."""
-
-    class ContextBound(manager_cls):
-        def generate_streaming(self, model, processor, inputs, gen_config, request_id, response_parser=None):
-            _fit_request(model, inputs, gen_config)
-            return super().generate_streaming(
-                model, processor, inputs, gen_config, request_id=request_id, response_parser=response_parser
-            )
-
-        async def generate_non_streaming(self, model, processor, inputs, gen_config, request_id):
-            _fit_request(model, inputs, gen_config)
-            return await super().generate_non_streaming(model, processor, inputs, gen_config, request_id=request_id)
-
-    ContextBound.__name__ = ContextBound.__qualname__ = f"ContextBound{manager_cls.__name__}"
-    return ContextBound
+def __getattr__(name: str) -> type:
+    # Pickle finds the loader here by name in the model's process (see `_model_loader_class`).
+    if name == "HfLlmModelLoader":
+        return _model_loader_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def bound_requests_to_context() -> None:
+@functools.cache
+def _model_loader_class() -> type:
     """
-    Have `transformers serve` fit every request to the model's context before it reaches the model.
+    transformers' `ModelLoader`, with hf_llm's classes put on the `transformers` module before the model loads.
 
-    Every endpoint (chat completions, completions, responses) generates through one of two managers in
-    `transformers.cli.serving.utils`: `GenerateManager` (sequential `generate()`) and `CBGenerateManager` (continuous
-    batching), which `GenerationState.get_manager` builds by those module names. Both are replaced by subclasses
-    that clamp `max_new_tokens` (or answer 400) first, so no request ever runs a forward past the position table:
-    under continuous batching that forward would kill the batching worker for every later request.
+    The loader's `load_model_and_processor` runs in the model's process, which transformers starts with spawn and
+    where it resolves the checkpoint's class by name on `transformers`. The loader reaches that process pickled, so
+    this class must be found by name in this module there: it is `hf_llm.serving.HfLlmModelLoader`.
     """
-    from transformers.cli.serving import utils
+    from transformers.cli.serving.model_manager import ModelLoader
 
-    for name in ("GenerateManager", "CBGenerateManager"):
-        manager_cls = getattr(utils, name)
-        if not manager_cls.__name__.startswith("ContextBound"):
-            setattr(utils, name, _context_bound(manager_cls))
+    class HfLlmModelLoader(ModelLoader):
+        def load_model_and_processor(self, model_id, on_progress=None):
+            expose_architectures()
+            model, processor = super().load_model_and_processor(model_id, on_progress=on_progress)
+            generation_config = model.generation_config
+            if generation_config.do_sample and generation_config.top_k is None:
+                # Continuous batching decodes a greedy request (`temperature: 0`) as top-k 1, which it can only set per
+                # request when the model's generation config has a top-k step: without one, the request would be
+                # sampled. A top-k of the whole vocabulary keeps every token, so sampling is unchanged.
+                generation_config.top_k = model.config.get_text_config().vocab_size
+            return model, processor
+
+    HfLlmModelLoader.__module__, HfLlmModelLoader.__qualname__ = __name__, "HfLlmModelLoader"
+    return HfLlmModelLoader
+
+
+@functools.cache
+def _context_bound_engine_client_class() -> type:
+    """
+    transformers' `EngineClient` (the API server's handle on a model's process), with every request's
+    `max_new_tokens` clamped to the room its prompt leaves first.
+
+    Every text endpoint (chat completions, completions, responses) hands its request to the model through
+    `generate_streaming` or `generate_non_streaming`, then reads its finish reason from the same `generation_kwargs`:
+    clamped in place, an answer cut at the context ends with `finish_reason: "length"`. The limit is the server's own
+    (`--max-model-len`, else `max_position_embeddings`), the one it refuses prompts by.
+    """
+    from transformers.cli.serving.model_manager import EngineClient
+
+    class ContextBoundEngineClient(EngineClient):
+        def _fit_to_context(self, inputs: dict, generation_kwargs: dict) -> None:
+            input_ids = inputs["input_ids"]
+            # Continuous batching takes a list of ids, sequential generation a (1, T) tensor.
+            prompt_length = len(input_ids) if isinstance(input_ids, list) else input_ids.shape[-1]
+            context = self.generation_state.context_length(self.model_config)
+            # A ValueError is the server's 400.
+            max_new_tokens = _fit_to_length(context, prompt_length, generation_kwargs.get("max_new_tokens"))
+            generation_kwargs["max_new_tokens"] = max_new_tokens
+
+        async def generate_non_streaming(self, inputs, generation_kwargs):
+            self._fit_to_context(inputs, generation_kwargs)
+            return await super().generate_non_streaming(inputs, generation_kwargs)
+
+        def generate_streaming(self, inputs, generation_kwargs, response_parser=None):
+            self._fit_to_context(inputs, generation_kwargs)
+            return super().generate_streaming(inputs, generation_kwargs, response_parser=response_parser)
+
+    ContextBoundEngineClient.__module__, ContextBoundEngineClient.__qualname__ = __name__, "ContextBoundEngineClient"
+    return ContextBoundEngineClient
+
+
+def adjust_transformers_serve() -> None:
+    """
+    Install hf_llm's two serving classes where `transformers serve` builds its own, by the names it builds them by:
+    `ModelLoader` (looked up in `transformers.cli.serving.model_manager` when the serve command starts) and
+    `EngineClient` (looked up there for each model the server runs). Call before the serve command.
+    """
+    from transformers.cli.serving import model_manager
+
+    loader_class, engine_client_class = _model_loader_class(), _context_bound_engine_client_class()
+    model_manager.ModelLoader = loader_class
+    model_manager.EngineClient = engine_client_class
 
 
 def _runs_on_cpu(device: str) -> bool:
@@ -162,7 +210,8 @@ def serve_arguments(argv: list[str]) -> list[str]:
         argv (`list[str]`): The model (a directory or Hub repo id), then any flags of `transformers serve`.
 
     Raises:
-        UsageError: when no model comes first, or it is a LoRA adapter (which `transformers serve` cannot load).
+        UsageError: when no model comes first, it is a LoRA adapter (which `transformers serve` cannot load), or
+            `--api-server-count` asks for more than the one API server that bounds requests to the context.
     """
     if not argv or argv[0].startswith("-"):
         raise UsageError(
@@ -172,11 +221,19 @@ def serve_arguments(argv: list[str]) -> list[str]:
     model = argv[0]
     if not os.path.exists(model) and (model.startswith(("/", ".", "~")) or model.count("/") > 1):
         raise UsageError(f"{model} does not exist; pass a directory written by save_pretrained or a Hub repo id.")
-    # Only the flags that decide the KV-cache bound are read here; transformers' CLI parses (and checks) them all.
+    # Only the flags that decide the KV-cache bound or the API servers are read here; transformers' CLI parses (and
+    # checks) them all.
     parser = argparse.ArgumentParser(prog="hf-llm serve", add_help=False)
     parser.add_argument("--continuous-batching", action="store_true")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--api-server-count")
     known, _ = parser.parse_known_args(argv[1:])
+    if known.api_server_count not in (None, "1"):
+        # Further API servers are processes that transformers spawns, without hf_llm's context bound.
+        raise UsageError(
+            f"hf-llm serve runs one API server, the one that fits each request to the model's context; drop "
+            f"--api-server-count {known.api_server_count}."
+        )
     if os.path.isdir(model) and os.path.isfile(os.path.join(model, "adapter_config.json")):
         merged = os.path.join(model, "merged")
         fix = (
@@ -228,8 +285,8 @@ def serve(argv: list[str]) -> int:
         arguments = ["serve", "--help"]
     else:
         arguments = serve_arguments(argv)
-        expose_architectures()
-        bound_requests_to_context()
+        expose_architectures()  # here too, so that a name clash stops `hf-llm serve` before any process starts
+        adjust_transformers_serve()
     try:
         app(args=arguments, prog_name="hf-llm")
     except SystemExit as exit:  # typer's standalone mode ends with sys.exit, also on success

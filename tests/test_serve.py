@@ -109,12 +109,13 @@ def stream_text(client, model: str, messages, **kwargs) -> tuple[str, str]:
 
 
 def assert_over_long_request_is_refused_and_server_lives_on(client, url: str, model: str, expected: str) -> None:
+    """transformers serve refuses a prompt that leaves no room for an answer itself, with a 400 naming the numbers."""
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model=model, messages=TOO_LONG, max_tokens=4)
-    assert f"context is {CONTEXT} positions" in refused.value.body["detail"]
+    assert f"takes at most {CONTEXT}" in refused.value.body["detail"]
     with pytest.raises(openai.BadRequestError) as refused:
         stream_text(client, model, TOO_LONG, max_tokens=4)
-    assert f"context is {CONTEXT} positions" in refused.value.body["detail"]
+    assert f"takes at most {CONTEXT}" in refused.value.body["detail"]
     assert health(url) == 200
     after = client.chat.completions.create(model=model, messages=QUESTION, max_tokens=8, temperature=0)
     assert after.choices[0].message.content == expected
@@ -156,6 +157,9 @@ def test_serve_arguments_bound_the_cpu_kv_cache_and_refuse_adapters(tmp_path, mo
     assert serve_arguments([model, "--continuous-batching"])[-2:] == ["--cb-num-blocks", str(CPU_CB_NUM_BLOCKS)]
     assert serve_arguments([model, "--continuous-batching", "--cb-num-blocks", "8"]).count("--cb-num-blocks") == 1
     assert "--cb-num-blocks" not in serve_arguments([model, "--continuous-batching", "--device", "cuda:0"])
+    assert serve_arguments([model, "--api-server-count", "1"])[-2:] == ["--api-server-count", "1"]
+    with pytest.raises(UsageError, match="one API server.*drop --api-server-count 2"):
+        serve_arguments([model, "--api-server-count=2"])
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -177,6 +181,7 @@ def test_serve_answers_chat_like_generate(checkpoint, tmp_path):
     expected = greedy_answer(checkpoint, QUESTION, max_new_tokens=8)
     with hf_llm_serve(checkpoint, tmp_path / "serve.log") as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        assert [listed.id for listed in client.models.list()] == [model]  # a pinned server lists its model
 
         reply = client.chat.completions.create(model=model, messages=QUESTION, max_tokens=8, temperature=0)
         assert reply.choices[0].message.content == expected
@@ -198,10 +203,11 @@ def test_serve_with_continuous_batching_survives_over_long_requests(checkpoint, 
     with hf_llm_serve(checkpoint, tmp_path / "serve.log", "--continuous-batching") as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
 
-        # The first request fixes the batch's sampling settings (transformers 5.23): greedy here.
         reply = client.chat.completions.create(model=model, messages=QUESTION, max_tokens=8, temperature=0)
         assert reply.choices[0].message.content == expected
-        assert stream_text(client, model, QUESTION, max_tokens=8)[0] == expected
+        assert stream_text(client, model, QUESTION, max_tokens=8, temperature=0)[0] == expected
+        # Sampling is per request in the batch: without `temperature`, the checkpoint's sampling defaults apply.
+        assert stream_text(client, model, QUESTION, max_tokens=8)[0] != expected
 
         # Unclamped, either request would run a forward past position 128 and kill the batching worker (503 after).
         assert_request_without_max_tokens_stops_at_the_context(client, model)

@@ -238,6 +238,27 @@ def test_merge_command_refuses_a_full_model(tiny_base, capsys):
     assert "hf-llm merge: error: " in capsys.readouterr().err and not os.path.exists(tiny_base + "-merged")
 
 
+def test_merge_command_never_writes_over_a_users_files_or_into_its_input(tiny_base, tmp_path, capsys):
+    from hf_llm.cli import main as hf_llm_main
+
+    users_dir = tmp_path / "mine"
+    users_dir.mkdir()
+    (users_dir / "config.json").write_text("my own config")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    for output_dir, message in [
+        (users_dir, "already holds config.json"),
+        (adapter, "is the input ADAPTER_DIR"),
+        (adapter / "sub", "is inside the input ADAPTER_DIR"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            hf_llm_main(["merge", str(adapter), "--output_dir", str(output_dir)])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert (users_dir / "config.json").read_text() == "my own config"
+    assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json"]
+
+
 @pytest.mark.slow
 def test_qlora_sft_step_runs_on_cpu(tiny_base, alpaca_dir, tmp_path):
     output_dir = str(tmp_path / "qlora")

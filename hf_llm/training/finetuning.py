@@ -53,6 +53,7 @@ from hf_llm.stages import STAGES
 from hf_llm.tokenizer import ALPACA_CHAT_TEMPLATE, PAD_TOKEN
 
 from .arguments import padded_vocab_size
+from .output_dir import check_command_output_dir
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -595,6 +596,12 @@ def merge_trained_adapter(
 
 def run_merge(args) -> int:
     """`hf-llm merge`: merge an adapter and optionally push the merged model."""
+    check_command_output_dir(
+        args.output_dir,
+        inputs={"ADAPTER_DIR": args.adapter_dir},
+        overwrite_output_dir=args.overwrite_output_dir,
+        example_suffix="-merged",
+    )
     output_dir = merge_adapter(
         args.adapter_dir,
         args.output_dir,
@@ -623,7 +630,8 @@ def add_merge_command(commands) -> None:
         "merge", help="merge a LoRA adapter into its base: a standalone model that loads without PEFT"
     )
     command.add_argument("adapter_dir", help="adapter directory or Hub repo id (classifier.py / sft.py output)")
-    command.add_argument("--output_dir", required=True, help="where to write the merged model")
+    command.add_argument("--output_dir", required=True, help="where to write the merged model (a new or empty dir)")
+    command.add_argument("--overwrite_output_dir", action="store_true", help="delete what --output_dir holds first")
     command.add_argument("--num_labels", type=int, help="classes of a classifier adapter without labels.json")
     command.add_argument("--revision", help="Hub revision of the adapter")
     command.add_argument("--trust_remote_code", action="store_true", help="allow custom code from the Hub")

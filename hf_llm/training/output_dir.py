@@ -179,3 +179,43 @@ def check_output_dir(training_args: TrainingArguments) -> str | None:
                 "another --output_dir."
             )
     return checkpoint
+
+
+def check_command_output_dir(
+    output_dir: str, *, inputs: dict[str, str], overwrite_output_dir: bool = False, example_suffix: str = "-out"
+) -> None:
+    """
+    The output-directory rule of the commands that write a model outside training (`hf-llm merge`, `hf-llm export`):
+    refuse a directory that holds anything unless `--overwrite_output_dir` (then its contents are deleted), and one
+    equal to or inside an input directory whatever the flag says. Runs before anything is loaded or written.
+
+    Args:
+        output_dir (`str`): The `--output_dir` given.
+        inputs (`dict[str, str]`): Each input's flag (or argument name) and path; Hub repo ids are skipped.
+        overwrite_output_dir (`bool`, defaults to `False`): Whether `--overwrite_output_dir` was given.
+        example_suffix (`str`, defaults to `"-out"`): Appended to the input's path in the suggested fix.
+
+    Raises:
+        `UsageError`: Naming the directory and the fix.
+    """
+    target = os.path.realpath(os.path.expanduser(output_dir))
+    for name, path in inputs.items():
+        if not os.path.exists(os.path.expanduser(path)):
+            continue  # a Hub repo id
+        source = os.path.realpath(os.path.expanduser(path))
+        if target == source or target.startswith(source + os.sep):
+            where = "is" if target == source else "is inside"
+            raise UsageError(
+                f"--output_dir {output_dir} {where} the input {name} {path}; write into a directory of its own, e.g. "
+                f"--output_dir {path.rstrip('/')}{example_suffix}."
+            )
+    if os.path.isfile(target):
+        raise UsageError(f"--output_dir {output_dir} is a file; pass a directory.")
+    entries = _entries(target) if os.path.isdir(target) else []
+    if entries and not overwrite_output_dir:
+        raise UsageError(
+            f"--output_dir {output_dir} already holds {_names(entries)}; pass a new or empty directory, or "
+            "--overwrite_output_dir to delete its contents first."
+        )
+    if entries:
+        shutil.rmtree(target)
