@@ -170,3 +170,18 @@ def test_ppo_monitor_reward_collapse_looks_at_a_moving_average_not_one_noisy_bat
         caplog, [{"objective/kl": 0.1, "objective/scores": s} for s in collapsing], reward_collapse_drop=1.0
     )
     assert len(warnings) == 1 and "reward collapse" in warnings[0] and "best (2.000)" in warnings[0]
+
+
+def test_ppo_resume_is_refused_with_the_reason_before_any_work(run_alignment_script, tmp_path, capsys):
+    output_dir = tmp_path / "ppo"
+    (output_dir / "checkpoint-2").mkdir(parents=True)
+    (output_dir / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    argv = ["--model_name_or_path", tmp_path / "missing-sft", "--reward_model_path", tmp_path / "missing-reward",
+            "--dataset_name", "pydocs", "--output_dir", output_dir, "--resume_from_checkpoint", "latest",
+            *PPO_ARGS]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        run_alignment_script("ppo", argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    # The PPO reason, not a complaint about the (missing) models or the checkpoint's settings: nothing was loaded.
+    assert "TRL's PPOTrainer cannot resume from a checkpoint" in err and "missing-sft" not in err

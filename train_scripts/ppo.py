@@ -52,6 +52,7 @@ from hf_llm.training import (
     ThroughputCallback,
     add_callbacks,
     check_output_dir,
+    list_checkpoints,
     save_and_push,
 )
 from hf_llm.training.alignment import (
@@ -147,13 +148,18 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
         raise UsageError("PPO needs a reward model: pass --reward_model_path (the output of train_scripts/reward.py).")
     set_seed(training_args.seed)
     std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
-    # Refuses an --output_dir holding another run or other files, before any work. `latest` with no checkpoint yet is
-    # a fresh start; a checkpoint to resume is refused: TRL's PPOTrainer.train() takes none.
-    if check_output_dir(training_args) is not None:
+    # A checkpoint to resume is refused first, whatever else the output directory's checks would say: TRL's
+    # PPOTrainer.train() takes none. `latest` with no checkpoint yet is a fresh start.
+    if training_args.resume_from_checkpoint and (
+        training_args.resume_from_checkpoint != "latest" or list_checkpoints(training_args.output_dir)
+    ):
         raise UsageError(
-            "TRL's PPOTrainer cannot resume from a checkpoint (its train() takes no checkpoint); start again, or pass "
-            "a checkpoint-N directory as --model_name_or_path to continue from its policy."
+            "TRL's PPOTrainer cannot resume from a checkpoint (its train() takes none); start again with "
+            "--overwrite_output_dir, or pass a checkpoint-N directory as --model_name_or_path to continue from its "
+            "policy."
         )
+    # Refuses an --output_dir holding another run or other files, before any work.
+    check_output_dir(training_args)
     # trl's ModelConfig checks nothing when parsed: a missing model or attention kernel is refused before the data.
     check_attn_implementation(model_args.attn_implementation)
     if model_args.model_name_or_path is not None:
@@ -227,10 +233,18 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
     # Trainer's loop (where AtomicCheckpointMixin checks it) never runs in PPO: check the sharding here.
     check_sharding(trainer.accelerator, trainer.model)
     trainable, total = count_trainable_parameters(trainer.model)
+    # PPO trains whole batches of rollouts: TRL rounds total_episodes up to a multiple of one batch.
+    episodes = trainer.args.num_total_batches * trainer.args.batch_size
+    if episodes != trainer.args.total_episodes:
+        logger.warning(
+            f"--total_episodes {trainer.args.total_episodes} is not a whole number of rollout batches of "
+            f"{trainer.args.batch_size} (--per_device_train_batch_size x --gradient_accumulation_steps x processes): "
+            f"PPO runs {episodes} episodes."
+        )
     logger.info(
         f"Training {trainable:,} of {total:,} policy + value parameters "
         f"({'LoRA policy' if peft_config else 'full fine-tuning'}) on {len(prompts['train'])} prompts, "
-        f"{training_args.total_episodes or len(prompts['train'])} episodes"
+        f"{episodes} episodes"
     )
     monitor = PPOMonitorCallback(
         tokenizer.eos_token_id,
