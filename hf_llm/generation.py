@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
+# Terminal decoding defaults: greedy, so `hf-llm generate` is repeatable; --top_p applies once --temperature > 0.
+TERMINAL_TEMPERATURE = 0.0
+TERMINAL_TOP_P = 0.95
+
+
 def load_for_generation(
     model_name_or_path: str, trust_remote_code: bool
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -25,9 +30,9 @@ def load_for_generation(
 
 def check_generation_flags(args: argparse.Namespace) -> None:
     """Refuse decoding flags `generate()` would reject or misread, before the model is loaded."""
-    if args.temperature < 0:
+    if args.temperature is not None and args.temperature < 0:
         raise UsageError(f"--temperature {args.temperature} is negative; pass 0 for greedy decoding or a value > 0.")
-    if not 0 < args.top_p <= 1:
+    if args.top_p is not None and not 0 < args.top_p <= 1:
         raise UsageError(f"--top_p {args.top_p} is outside (0, 1]; pass e.g. --top_p 0.95 (1 keeps every token).")
     if args.max_new_tokens < 1:
         raise UsageError(f"--max_new_tokens {args.max_new_tokens} generates nothing; pass 1 or more.")
@@ -53,11 +58,12 @@ def generation_kwargs(
     `--max_new_tokens` clamped to the room the prompt leaves in the context (`ValueError` if it leaves none)."""
     from .serving import fit_to_context
 
+    temperature = TERMINAL_TEMPERATURE if args.temperature is None else args.temperature
     return {
         "max_new_tokens": fit_to_context(model, prompt_length, args.max_new_tokens),
-        "do_sample": args.temperature > 0,
-        "temperature": args.temperature if args.temperature > 0 else None,
-        "top_p": args.top_p if args.temperature > 0 else None,
+        "do_sample": temperature > 0,
+        "temperature": temperature if temperature > 0 else None,
+        "top_p": (TERMINAL_TOP_P if args.top_p is None else args.top_p) if temperature > 0 else None,
         "pad_token_id": tokenizer.pad_token_id,
     }
 
@@ -124,8 +130,15 @@ def run_chat(args: argparse.Namespace) -> int:
 def _add_generation_flags(command: argparse.ArgumentParser) -> None:
     command.add_argument("--model_name_or_path", required=True, help="directory, Hub repo id or LoRA adapter")
     command.add_argument("--max_new_tokens", type=int, default=128)
-    command.add_argument("--temperature", type=float, default=0.0, help="0 means greedy decoding")
-    command.add_argument("--top_p", type=float, default=0.95)
+    command.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="0 means greedy decoding (default: 0 in the terminal; the checkpoint's generation_config with --web)",
+    )
+    command.add_argument(
+        "--top_p", type=float, default=None, help="nucleus mass (default: 0.95; the checkpoint's with --web)"
+    )
     command.add_argument("--seed", type=int, default=42)
     command.add_argument("--trust_remote_code", action="store_true")
 

@@ -321,6 +321,35 @@ def test_chat_forgets_the_oldest_exchanges_to_fit_the_context(tiny_model_dir):
         list(stream_reply(model, tokenizer, [{"role": "user", "content": long_turn * 5}], config))
 
 
+def test_chat_page_starts_from_the_checkpoints_sampling_unless_flags_say_otherwise():
+    from transformers import GenerationConfig
+
+    from hf_llm.feedback.commands import checkpoint_sampling
+
+    sampling = GenerationConfig(do_sample=True, temperature=0.7, top_p=0.9)
+    assert checkpoint_sampling(sampling, None, None) == (0.7, 0.9)
+    assert checkpoint_sampling(sampling, 0.0, None) == (0.0, 0.9)  # --temperature 0: greedy, as asked
+    assert checkpoint_sampling(sampling, 1.2, 0.5) == (1.2, 0.5)
+    assert checkpoint_sampling(GenerationConfig(do_sample=False), None, None) == (0.0, 0.95)
+    assert checkpoint_sampling(None, None, None) == (0.0, 0.95)
+
+
+def test_chat_page_length_slider_stops_at_what_the_context_leaves(tiny_model_dir):
+    import gradio as gr
+
+    from hf_llm.evaluation import load_model_for_evaluation
+    from hf_llm.feedback import SamplingConfig
+    from hf_llm.feedback.app import build_chat_tab
+
+    model, tokenizer = load_model_for_evaluation(tiny_model_dir, task="sft")
+    with gr.Blocks() as page:
+        build_chat_tab(model, tokenizer, SamplingConfig(num_samples=1, max_new_tokens=4096, temperature=0.7))
+    sliders = {block.label: block for block in page.blocks.values() if isinstance(block, gr.Slider)}
+    context = model.config.max_position_embeddings
+    assert sliders["max_new_tokens"].maximum == context - 1 and sliders["max_new_tokens"].value == context - 1
+    assert sliders["temperature (0 = greedy)"].value == 0.7
+
+
 # ---- page safety ----
 
 

@@ -125,7 +125,11 @@ def build_chat_tab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, d
         temperature = gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="temperature (0 = greedy)")
         top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top_p")
         top_k = gr.Slider(0, 200, value=defaults.top_k, step=1, label="top_k (0 = off)")
-        max_new_tokens = gr.Slider(1, 2048, value=defaults.max_new_tokens, step=1, label="max_new_tokens")
+        # No answer can be longer than the context minus the chat template's own tokens.
+        longest = max(1, (getattr(model.config, "max_position_embeddings", None) or 2049) - 1)
+        max_new_tokens = gr.Slider(
+            1, longest, value=min(defaults.max_new_tokens, longest), step=1, label="max_new_tokens"
+        )
         repetition_penalty = gr.Slider(
             1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="repetition_penalty"
         )

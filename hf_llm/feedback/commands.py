@@ -6,8 +6,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig
 
 
 def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,6 +176,20 @@ def run_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def checkpoint_sampling(
+    generation_config: GenerationConfig | None, temperature: float | None, top_p: float | None
+) -> tuple[float, float]:
+    """The chat page's starting temperature and top-p: the flags when given, else what the checkpoint's
+    `generation_config.json` says (hf_llm's training stages write 0.7 / 0.9; greedy decoding loops on small models),
+    else greedy with top-p 0.95."""
+    samples = generation_config is not None and bool(generation_config.do_sample)
+    if temperature is None:
+        temperature = float(generation_config.temperature or 1.0) if samples else 0.0
+    if top_p is None:
+        top_p = float(generation_config.top_p or 1.0) if samples else 0.95
+    return temperature, top_p
+
+
 def run_chat_web(args: argparse.Namespace) -> int:
     """`hf-llm chat --web`: a streaming chat page for any checkpoint with a chat template."""
     from transformers import set_seed
@@ -183,17 +201,18 @@ def run_chat_web(args: argparse.Namespace) -> int:
 
     check_binding(args.host, args.allow_remote, args.auth_file)
     set_seed(args.seed)
+    model, tokenizer = load_model_for_evaluation(
+        args.model_name_or_path, task="sft", trust_remote_code=args.trust_remote_code
+    )
+    temperature, top_p = checkpoint_sampling(model.generation_config, args.temperature, args.top_p)
     defaults = SamplingConfig(
         num_samples=1,
         max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
+        temperature=temperature,
+        top_p=top_p,
         top_k=args.top_k,
         repetition_penalty=args.repetition_penalty,
         seed=args.seed,
-    )
-    model, tokenizer = load_model_for_evaluation(
-        args.model_name_or_path, task="sft", trust_remote_code=args.trust_remote_code
     )
     if tokenizer.chat_template is None:
         raise UsageError(
