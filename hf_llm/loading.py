@@ -339,3 +339,42 @@ def check_classification_head(
             f"--task classifier: {name_or_path} is a reward model (one score, num_labels=1); evaluate it with --task "
             "reward."
         )
+
+
+def check_causal_lm(
+    name_or_path: str, task: str, *, adapter_config: dict | None = None, trust_remote_code: bool = False
+) -> None:
+    """
+    Refuse to generate from or score text with a checkpoint that is not a language model: a classifier or reward
+    model loaded with `AutoModelForCausalLM` gets a language-model head that is tied to its embeddings (or random), so
+    its perplexity or answers would be numbers that look like a result.
+
+    Args:
+        name_or_path (`str`): The checkpoint (a local directory or Hub repo id).
+        task (`str`): The evaluation (`"pretrain"`, `"sft"`, `"win_rate"`), named in the error.
+        adapter_config (`dict`, *optional*): The checkpoint's `adapter_config.json` when it is a PEFT adapter.
+        trust_remote_code (`bool`, defaults to `False`): Passed to `AutoConfig` for a full model.
+
+    Raises:
+        `UsageError`: Naming the checkpoint, the kind found and the task that fits it.
+    """
+    from transformers import AutoConfig
+
+    if adapter_config is not None:
+        if adapter_config.get("task_type") == "SEQ_CLS":
+            raise UsageError(
+                f"--task {task}: {name_or_path} is a sequence-classification (SEQ_CLS) adapter, not a language model; "
+                "evaluate it with --task classifier (or --task reward for a one-score head)."
+            )
+        return
+    config = AutoConfig.from_pretrained(os.path.expanduser(name_or_path), trust_remote_code=trust_remote_code)
+    architectures = config.architectures or []
+    if any(name.endswith("ForSequenceClassification") for name in architectures):
+        kind, fits = (
+            ("a reward model (one score)", "reward") if config.num_labels == 1 else ("a classifier", "classifier")
+        )
+        raise UsageError(
+            f"--task {task}: {name_or_path} is {kind} ({', '.join(architectures)}), not a language model, so it "
+            f"cannot generate or be scored on text; evaluate it with --task {fits}, or pass a causal LM "
+            "(a pretrain, sft, ppo or dpo output)."
+        )

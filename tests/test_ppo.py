@@ -133,6 +133,21 @@ def test_eval_win_rate_task_and_reward_task_refuses_a_causal_lm(
         )  # fmt: skip
 
 
+@pytest.mark.parametrize("task", ["pretrain", "sft", "win_rate"])
+def test_eval_tasks_that_generate_or_score_text_refuse_a_reward_model(tiny_reward_dir, tmp_path, task):
+    from hf_llm.errors import UsageError
+    from hf_llm.evaluation.evaluate_model import main
+
+    argv = ["--model_name_or_path", tiny_reward_dir, "--task", task, "--dataset_name", "pydocs", "--split",
+            "validation", "--max_eval_samples", "2", "--output_dir", str(tmp_path / task),
+            "--device", "cpu"]  # fmt: skip
+    if task == "win_rate":
+        argv += ["--reference_model_name_or_path", tiny_reward_dir, "--reward_model_name_or_path", tiny_reward_dir]
+    with pytest.raises(UsageError, match=r"is a reward model \(one score\).*evaluate it with --task reward"):
+        main(argv)
+    assert not (tmp_path / task / "metrics.json").exists()
+
+
 def _monitor_warnings(caplog, logs: list[dict], **kwargs) -> list[str]:
     """The warnings `PPOMonitorCallback` gives for a sequence of PPO logs."""
     from transformers import TrainerControl, TrainerState, TrainingArguments

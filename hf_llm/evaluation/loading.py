@@ -17,7 +17,13 @@ from transformers import (
 from transformers.utils import logging
 from transformers.utils.peft_utils import find_adapter_config_file
 
-from hf_llm.loading import check_classification_head, check_model_source, explain_load_error, from_pretrained
+from hf_llm.loading import (
+    check_causal_lm,
+    check_classification_head,
+    check_model_source,
+    explain_load_error,
+    from_pretrained,
+)
 
 from ..stages import stage_for_eval_task
 
@@ -152,17 +158,16 @@ def load_model_for_evaluation(
     except OSError:
         adapter_config_file = None
     tokenizer_candidates = [tokenizer_name_or_path] if tokenizer_name_or_path else [model_name_or_path]
-    if sequence_classification:
-        adapter_config = None
-        if adapter_config_file is not None:
-            with open(adapter_config_file, encoding="utf-8") as f:
-                adapter_config = json.load(f)
-        try:
-            check_classification_head(
-                model_name_or_path, task, adapter_config=adapter_config, trust_remote_code=trust_remote_code
-            )
-        except OSError as err:
-            raise OSError(explain_load_error(model_name_or_path, "--model_name_or_path", err)) from err
+    adapter_config = None
+    if adapter_config_file is not None:
+        with open(adapter_config_file, encoding="utf-8") as f:
+            adapter_config = json.load(f)
+    # The kind of model must fit the task before any data or weights are loaded.
+    check_kind = check_classification_head if sequence_classification else check_causal_lm
+    try:
+        check_kind(model_name_or_path, task, adapter_config=adapter_config, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise OSError(explain_load_error(model_name_or_path, "--model_name_or_path", err)) from err
     try:
         if adapter_config_file is not None:
             from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
