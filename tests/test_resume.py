@@ -139,6 +139,7 @@ def test_latest_skips_incomplete_and_staged_checkpoints(tmp_path):
 
     assert find_latest_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
     assert resolve_resume_checkpoint("latest", tmp_path) == str(tmp_path / "checkpoint-4")
+    assert not (tmp_path / "_tmp-checkpoint-8").exists()  # the interrupted save is cleaned up once resume has chosen
     assert resolve_resume_checkpoint(None, tmp_path) is None
     assert resolve_resume_checkpoint("latest", tmp_path / "empty") is None  # fresh start, same command
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint.*Pass 'latest'"):

@@ -168,6 +168,7 @@ def resolve_resume_checkpoint(
         if training_args is not None:
             _check_not_finished(output_dir, training_args)
         checkpoint = find_latest_checkpoint(output_dir)
+        remove_stale_staging(output_dir)
         if checkpoint is None:
             logger.warning(f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir}; starting fresh.")
             return None
@@ -200,6 +201,21 @@ def resolve_resume_checkpoint(
         )
     logger.warning(f"Resuming from {checkpoint} at step {step} of {max_steps or '?'}.")
     return checkpoint
+
+
+def remove_stale_staging(output_dir: str | os.PathLike) -> None:
+    """
+    Delete the `_tmp-checkpoint-N` directories a run killed while saving left in `output_dir`: once a resume has
+    picked the newest complete checkpoint they hold nothing anyone will read (the resumed run saves step N anew).
+    Only the main process deletes (`RANK` unset or 0), so ranks never race over the same directory.
+    """
+    if int(os.environ.get("RANK", "0")) != 0 or not os.path.isdir(output_dir):
+        return
+    for name in sorted(os.listdir(output_dir)):
+        path = os.path.join(output_dir, name)
+        if name.startswith(f"{STAGING_PREFIX}{PREFIX_CHECKPOINT_DIR}-") and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            logger.info(f"Removed {path}, a checkpoint whose save was interrupted.")
 
 
 def _check_not_finished(output_dir: str | os.PathLike, training_args: TrainingArguments) -> None:
