@@ -251,3 +251,46 @@ def test_data_arguments_parse_next_to_trainer_and_trl_configs(tmp_path):
         DataArguments(block_size=4, stride=8)
     with pytest.raises(ValueError, match="--encoding_errors"):
         DataArguments(encoding_errors="ignore")
+
+
+# ---- preference formats as they are published ----
+def test_anthropic_hh_dialogues_become_prompt_chosen_rejected_messages():
+    from hf_llm.data.formatting import preference_conversation
+
+    row = {
+        "chosen": "\n\nHuman: What is 2+2?\n\nAssistant: 4.\n\nHuman: And 3+3?\n\nAssistant: 6.",
+        "rejected": "\n\nHuman: What is 2+2?\n\nAssistant: 4.\n\nHuman: And 3+3?\n\nAssistant: No idea.",
+    }
+    assert preference_conversation(row) == {
+        "prompt": [
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "4."},
+            {"role": "user", "content": "And 3+3?"},
+        ],
+        "chosen": [{"role": "assistant", "content": "6."}],
+        "rejected": [{"role": "assistant", "content": "No idea."}],
+    }
+
+
+def test_conversation_pairs_split_at_their_last_turn_and_differing_prompts_are_refused():
+    from hf_llm.data.formatting import preference_conversation
+
+    user = {"role": "user", "content": "Name a prime."}
+    row = {
+        "chosen": [user, {"role": "assistant", "content": "7"}],
+        "rejected": [user, {"role": "assistant", "content": "8"}],
+    }
+    assert preference_conversation(row) == {
+        "prompt": [user],
+        "chosen": [{"role": "assistant", "content": "7"}],
+        "rejected": [{"role": "assistant", "content": "8"}],
+    }
+    other = {"role": "user", "content": "Name an even number."}
+    with pytest.raises(
+        ValueError, match="prompts differ: chosen opens 'user: Name a prime.', rejected opens 'user: Name an"
+    ):
+        preference_conversation({**row, "rejected": [other, {"role": "assistant", "content": "8"}]})
+    with pytest.raises(ValueError, match="prompts differ"):  # HH dialogues whose human turns differ
+        preference_conversation(
+            {"chosen": "\n\nHuman: A?\n\nAssistant: x", "rejected": "\n\nHuman: B?\n\nAssistant: y"}
+        )

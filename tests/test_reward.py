@@ -55,6 +55,10 @@ def test_reward_model_ranks_chosen_above_rejected(run_alignment_script, tiny_sft
 
 
 GOOD = {"prompt": "Q?", "chosen": "A.", "rejected": "B."}
+CONVERSATION = {
+    "chosen": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}],
+    "rejected": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "B."}],
+}
 
 
 @pytest.mark.parametrize(
@@ -63,6 +67,12 @@ GOOD = {"prompt": "Q?", "chosen": "A.", "rejected": "B."}
         ([{"prompt": "Q?", "chosen": "A.", "wrong": "B."}] * 4, "column 'rejected' not found"),
         ([GOOD] * 3 + [{**GOOD, "rejected": "A."}], "row 3\\): chosen and rejected are identical"),
         ([GOOD] * 3 + [{**GOOD, "prompt": " "}], "row 3\\): the prompt is empty"),
+        (
+            [CONVERSATION] * 3
+            + [{**CONVERSATION, "rejected": [{"role": "user", "content": "Other?"}, CONVERSATION["rejected"][1]]}],
+            "row 3\\): chosen and rejected must be the same conversation.*chosen opens 'user: Q\\?'.*"
+            "rejected opens 'user: Other\\?'",
+        ),
     ],
 )
 def test_bad_preference_data_is_one_line_error(run_alignment_script, tiny_sft_dir, tmp_path, capsys, rows, message):

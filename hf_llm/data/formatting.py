@@ -17,6 +17,7 @@ exactly as the SFT model learned them, and the evaluation scores the texts the r
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -118,19 +119,71 @@ def instruction_prompt_and_reference(example: dict, tokenizer: PreTrainedTokeniz
     return prompt, reference
 
 
+# Anthropic HH-RLHF's dialogue strings: turns introduced by "\n\nHuman: " and "\n\nAssistant: ".
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def hh_dialogue_messages(text: str) -> list[dict] | None:
+    """
+    An Anthropic-HH-style dialogue string (`"\n\nHuman: ...\n\nAssistant: ..."`) as chat messages, or `None` when
+    `text` is not one.
+    """
+    if not isinstance(text, str) or not text.startswith("\n\nHuman: "):
+        return None
+    parts = _HH_TURN.split(text)  # ["", "Human", "...", "Assistant", "...", ...]
+    return [
+        {"role": "user" if speaker == "Human" else "assistant", "content": content.strip()}
+        for speaker, content in zip(parts[1::2], parts[2::2], strict=True)
+    ]
+
+
+def _opening(messages: list[dict], width: int = 60) -> str:
+    text = " / ".join(f"{m.get('role')}: {m.get('content')}" for m in messages)
+    return repr(text[:width] + ("..." if len(text) > width else ""))
+
+
+def split_conversation_pair(chosen: list[dict], rejected: list[dict]) -> dict:
+    """
+    Two conversations that share every turn but their last assistant turn, as `prompt` (the shared turns), `chosen`
+    and `rejected` (the last turn of each).
+
+    Raises:
+        `ValueError`: When the conversations differ before their last turn (their prompts differ), or do not end with
+            an assistant turn; the message shows both prompts' openings.
+    """
+    prompt_chosen, prompt_rejected = list(chosen[:-1]), list(rejected[:-1])
+    if not chosen or not rejected or prompt_chosen != prompt_rejected or not prompt_chosen:
+        raise ValueError(
+            "chosen and rejected must be the same conversation up to their last (assistant) turn, but their prompts "
+            f"differ: chosen opens {_opening(prompt_chosen)}, rejected opens {_opening(prompt_rejected)}"
+        )
+    if chosen[-1].get("role") != "assistant" or rejected[-1].get("role") != "assistant":
+        raise ValueError(
+            "chosen and rejected must each end with the assistant's answer, but one ends with a "
+            f"{chosen[-1].get('role') if chosen[-1].get('role') != 'assistant' else rejected[-1].get('role')} turn"
+        )
+    return {"prompt": prompt_chosen, "chosen": [chosen[-1]], "rejected": [rejected[-1]]}
+
+
 def preference_conversation(example: dict) -> dict:
     """
     One row of the `preference` data format with an explicit prompt, as the alignment stages train on it.
 
     - `prompt`, `chosen` and `rejected` strings: the prompt becomes the user's turn and each answer the assistant's,
       so the tokenizer's chat template renders them as SFT rendered its instructions (answers end with eos).
-    - Conversations (lists of messages), with or without a `prompt`: the turns `chosen` and `rejected` share become
-      the prompt (TRL's `extract_prompt`).
-    - Strings with no `prompt`: the longest shared prefix becomes the prompt and the texts are used as given; there is
-      no separate user turn to render.
+    - Conversations (lists of messages) with no `prompt`: the turns `chosen` and `rejected` share become the prompt,
+      the last assistant turn of each the answers ([`split_conversation_pair`]). With a `prompt` of messages, the
+      answers are the conversations as given.
+    - Anthropic-HH dialogue strings (`"\n\nHuman: ...\n\nAssistant: ..."`) with no `prompt`: turned into messages,
+      then split like conversations.
+    - Other strings with no `prompt`: the longest shared prefix becomes the prompt and the texts are used as given;
+      there is no separate user turn to render.
 
     Returns:
         `dict`: `prompt`, `chosen` and `rejected`, either all messages or all strings.
+
+    Raises:
+        `ValueError`: When conversations (or HH dialogues) differ before their last turn.
     """
     from trl.data_utils import maybe_extract_prompt
 
@@ -141,6 +194,12 @@ def preference_conversation(example: dict) -> dict:
             "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}],
         }
+    if prompt is None:
+        chosen_turns, rejected_turns = hh_dialogue_messages(chosen), hh_dialogue_messages(rejected)
+        if chosen_turns is not None and rejected_turns is not None:
+            return split_conversation_pair(chosen_turns, rejected_turns)
+        if isinstance(chosen, list) and isinstance(rejected, list):
+            return split_conversation_pair(list(chosen), list(rejected))
     pair = {"chosen": chosen, "rejected": rejected} if prompt is None else {"prompt": prompt, **example}
     pair = maybe_extract_prompt(pair)
     return {"prompt": pair["prompt"], "chosen": pair["chosen"], "rejected": pair["rejected"]}

@@ -103,7 +103,8 @@ def _is_empty(value: Any) -> bool:
 def check_preference_rows(dataset: DatasetDict, source: str) -> None:
     """
     Refuse preference data a reward model or DPO cannot learn from, with one message naming the split, the row and
-    the fix: an empty `prompt` (when the data has a prompt column), or `chosen` identical to `rejected`.
+    the fix: an empty `prompt` (when the data has a prompt column), `chosen` identical to `rejected`, or
+    conversations whose turns differ before the answers (so there is no shared prompt).
 
     Args:
         dataset (`DatasetDict`): The `preference` splits (`hf_llm.data.load_dataset_from_args(..., "preference")`).
@@ -126,6 +127,10 @@ def check_preference_rows(dataset: DatasetDict, source: str) -> None:
                     f"{source} (split {split!r}, row {index}): chosen and rejected are identical, so the pair "
                     "teaches nothing; remove the row or fix the rejected answer."
                 )
+            try:
+                preference_conversation(row)
+            except ValueError as error:
+                raise DataError(f"{source} (split {split!r}, row {index}): {error}; fix or remove the row.") from None
 
 
 def prepare_preference_dataset(dataset: DatasetDict, source: str) -> DatasetDict:
