@@ -186,6 +186,15 @@ def test_labels_outside_class_set(tmp_path):
         load_task_dataset(str(negative), "classification")
 
 
+@pytest.mark.parametrize(("class_names", "problem"), [(["pos"], "names a single class"), (["pos", "pos"], "repeats")])
+def test_bad_class_names_are_named_as_the_flags_fault(tmp_path, class_names, problem):
+    from hf_llm.errors import UsageError
+
+    path = _write(tmp_path / "train.jsonl", "jsonl", ROWS)
+    with pytest.raises(UsageError, match=f"--class_names {' '.join(class_names)} {problem}"):
+        load_task_dataset(str(path), "classification", class_names=class_names)
+
+
 def test_class_names_fix_the_label_order(tmp_path):
     path = _write(tmp_path / "train.jsonl", "jsonl", ROWS)
     ds = load_task_dataset(str(path), "classification", class_names=["pos", "neg", "mixed"])

@@ -11,6 +11,7 @@ from pathlib import Path
 from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
 from transformers.utils import logging
 
+from ..errors import UsageError
 from .arguments import COLUMN_FLAGS, TASKS, DataArguments
 from .errors import DataError
 from .pydocs import load_pydocs
@@ -409,6 +410,12 @@ def _encode_labels(ds: DatasetDict, class_names: list[str] | None, source: str, 
                 f"column 'label' of {source} holds {sorted(map(repr, values))[:5]}...; classification needs integer "
                 "ids or class-name strings"
             )
+    if class_names is not None and (len(names) < 2 or len(set(names)) != len(names)):
+        problem = "names a single class" if len(set(names)) < 2 else "repeats a class name"
+        raise UsageError(
+            f"--class_names {' '.join(names)} {problem}; pass every class once, at least two, in label-id order "
+            "(e.g. --class_names ham spam)."
+        )
     if len(names) < 2:
         raise DataError(f"{source} has a single class {names}; classification needs at least two (see --class_names)")
     index = {name: i for i, name in enumerate(names)}
