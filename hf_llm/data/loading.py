@@ -411,7 +411,7 @@ def _encode_labels(ds: DatasetDict, class_names: list[str] | None, source: str, 
                 "ids or class-name strings"
             )
     if class_names is not None and (len(names) < 2 or len(set(names)) != len(names)):
-        problem = "names a single class" if len(set(names)) < 2 else "repeats a class name"
+        problem = "names a single class" if len(names) < 2 else "repeats a class name"
         raise UsageError(
             f"--class_names {' '.join(names)} {problem}; pass every class once, at least two, in label-id order "
             "(e.g. --class_names ham spam)."
