@@ -1,22 +1,26 @@
 """`hf-llm serve`: transformers' own OpenAI-compatible server (`transformers serve`) on hf_llm checkpoints.
 
 No server of our own: `hf-llm serve DIR [FLAGS]` is `transformers serve DIR [FLAGS]` (every flag of
-`transformers serve --help` passes through but `--api-server-count`) after three adjustments that transformers needs
+`transformers serve --help` passes through, but `--api-server-count`) after the adjustments that transformers needs
 for a model family that is not part of it (DESIGN §12):
 
 - **Our classes on the `transformers` module, in the model's process.** The server loads the model in a process of its
-  own, started with spawn, and resolves the checkpoint's class there as `getattr(transformers,
-  config.architectures[0])`: `GPTForCausalLM` must be an attribute of `transformers` in that process. Registering it
-  with the Auto classes (what `import hf_llm` does) is not enough, nor is `--trust-remote-code`, and nothing set in
-  the `hf-llm` process reaches a spawned one. The server pickles its model loader into that process, so ours (a
-  subclass of transformers' loader) puts the classes there before loading.
+  own, started with spawn, and resolves the checkpoint's class there as
+  `getattr(transformers, config.architectures[0])`, so `GPTForCausalLM` must be an attribute of `transformers` in that
+  process. Registering it with the Auto classes (what `import hf_llm` does) is not enough, nor is
+  `--trust-remote-code`, and nothing set in the `hf-llm` process reaches a spawned one. The server pickles its model
+  loader into that process: ours, a subclass of transformers' loader, puts the classes there before loading.
 - **Every request fits the context.** The server refuses a prompt that leaves no room for an answer (400, naming the
   numbers), but a request without `max_tokens` still asks for at least 1024 new tokens, and a prompt plus
-  `max_tokens` past `max_position_embeddings` fails inside the model's forward: a 500 (or an error event in a 200
-  stream) without continuous batching; under `--continuous-batching` the exception kills the batching worker, and
-  with it the server. Here `max_new_tokens` is clamped to the room the prompt leaves (`finish_reason: "length"` says
-  so) before the request leaves the API server. That clamp lives in the API server process, so `hf-llm serve` runs
-  exactly one: `--api-server-count` is refused.
+  `max_tokens` past `max_position_embeddings` fails inside the model's forward once it gets there: the request fails
+  (a 400, or an error event in a 200 stream) without continuous batching; under `--continuous-batching` the exception
+  kills the batching worker, and with it the server. Here `max_new_tokens` is clamped to the room the prompt leaves
+  (`finish_reason: "length"` says so) before the request leaves the API server. The clamp lives in that one process,
+  so `--api-server-count` (more API servers, spawned without it) is refused.
+- **Greedy stays greedy under continuous batching.** A request with `temperature: 0` is decoded as top-k 1, which
+  continuous batching can only set per request when the model's generation config has a top-k step; our checkpoints
+  sample without one (`SAMPLING_DEFAULTS`), so the loader gives them a top-k of the whole vocabulary, which keeps
+  every token.
 - **A bounded KV cache on CPU.** Continuous batching sizes its paged cache from free memory (60% of RAM on CPU)
   unless told otherwise: on CPU we pass `--cb-num-blocks 32` (32 blocks of 256 token positions) unless a `--cb-*`
   size is given.
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hf_llm.errors import UsageError
@@ -108,9 +113,15 @@ def _fit_to_length(context: int | None, prompt_length: int, max_new_tokens: int 
     return room if max_new_tokens is None else min(max_new_tokens, room)
 
 
-# ---- The two classes of transformers' (private) serving code that `hf-llm serve` subclasses ----
+# ---- Where `hf-llm serve` touches transformers' serving code (private API, so kept to these) ----
 #
-# Both are built on first use: they subclass classes of the serving extra, which `hf-llm` without it must not import.
+# - `transformers.cli.serving.model_manager.ModelLoader` and `.EngineClient`: the serve command looks both up there by
+#   name when it builds them, so `adjust_transformers_serve` puts our subclasses there.
+# - `ModelLoader.load_model_and_processor(model_id, on_progress)`: loads in the model's process, returns both.
+# - `EngineClient.generate_streaming` / `generate_non_streaming` (`inputs`, `generation_kwargs`): the way of every text
+#   request to the model; `EngineClient.generation_state.context_length(EngineClient.model_config)`: its limit.
+#
+# The subclasses are built on first use: their bases come with the serving extra, which `hf-llm` must not need.
 
 
 def __getattr__(name: str) -> type:
@@ -132,14 +143,14 @@ def _model_loader_class() -> type:
     from transformers.cli.serving.model_manager import ModelLoader
 
     class HfLlmModelLoader(ModelLoader):
-        def load_model_and_processor(self, model_id, on_progress=None):
+        def load_model_and_processor(self, model_id: str, on_progress: Callable | None = None) -> tuple:
             expose_architectures()
             model, processor = super().load_model_and_processor(model_id, on_progress=on_progress)
             generation_config = model.generation_config
             if generation_config.do_sample and generation_config.top_k is None:
                 # Continuous batching decodes a greedy request (`temperature: 0`) as top-k 1, which it can only set per
-                # request when the model's generation config has a top-k step: without one, the request would be
-                # sampled. A top-k of the whole vocabulary keeps every token, so sampling is unchanged.
+                # request when the model's generation config has a top-k step: without one, the request is sampled. A
+                # top-k of the whole vocabulary keeps every token, so sampling is unchanged.
                 generation_config.top_k = model.config.get_text_config().vocab_size
             return model, processor
 
@@ -170,11 +181,11 @@ def _context_bound_engine_client_class() -> type:
             max_new_tokens = _fit_to_length(context, prompt_length, generation_kwargs.get("max_new_tokens"))
             generation_kwargs["max_new_tokens"] = max_new_tokens
 
-        async def generate_non_streaming(self, inputs, generation_kwargs):
+        async def generate_non_streaming(self, inputs: dict, generation_kwargs: dict) -> tuple:
             self._fit_to_context(inputs, generation_kwargs)
             return await super().generate_non_streaming(inputs, generation_kwargs)
 
-        def generate_streaming(self, inputs, generation_kwargs, response_parser=None):
+        def generate_streaming(self, inputs: dict, generation_kwargs: dict, response_parser=None) -> tuple:
             self._fit_to_context(inputs, generation_kwargs)
             return super().generate_streaming(inputs, generation_kwargs, response_parser=response_parser)
 
