@@ -20,6 +20,7 @@ Registering a command is one line in `COMMANDS`. Every command fails through `hf
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .environment import add_env_command
@@ -30,7 +31,58 @@ from .feedback.commands import add_rank_command
 from .generation import add_chat_command, add_generate_command
 from .pipeline import add_pipeline_command
 from .serving import add_serve_command
-from .training.finetuning import add_merge_command
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    """`hf-llm merge`: merge an adapter and optionally push the merged model."""
+    from .loading import merge_adapter
+    from .training.output_dir import check_command_output_dir
+
+    check_command_output_dir(
+        args.output_dir,
+        inputs={"ADAPTER_DIR": args.adapter_dir},
+        overwrite_output_dir=args.overwrite_output_dir,
+        example_suffix="-merged",
+    )
+    output_dir = merge_adapter(
+        args.adapter_dir,
+        args.output_dir,
+        num_labels=args.num_labels,
+        revision=args.revision,
+        token=args.hub_token,
+        trust_remote_code=args.trust_remote_code,
+    )
+    if args.push_to_hub:
+        from .hub import push_output_dir
+
+        push_output_dir(
+            output_dir,
+            args.hub_model_id,
+            private=args.hub_private_repo,
+            token=args.hub_token,
+            commit_message=f"Merge of {args.adapter_dir}",
+        )
+    print(f"merged model: {os.path.abspath(output_dir)}")
+    return 0
+
+
+def add_merge_command(commands: argparse._SubParsersAction) -> None:
+    """`hf-llm merge ADAPTER_DIR --output_dir DIR` and its flags."""
+    command = commands.add_parser(
+        "merge", help="merge a LoRA adapter into its base: a standalone model that loads without PEFT"
+    )
+    command.add_argument("adapter_dir", help="adapter directory or Hub repo id (classifier.py / sft.py output)")
+    command.add_argument("--output_dir", required=True, help="where to write the merged model (a new or empty dir)")
+    command.add_argument("--overwrite_output_dir", action="store_true", help="delete what --output_dir holds first")
+    command.add_argument("--num_labels", type=int, help="classes of a classifier adapter without labels.json")
+    command.add_argument("--revision", help="Hub revision of the adapter")
+    command.add_argument("--trust_remote_code", action="store_true", help="allow custom code from the Hub")
+    command.add_argument("--push_to_hub", action="store_true", help="push the merged model (needs --hub_model_id)")
+    command.add_argument("--hub_model_id", help="repo to push to, e.g. your-name/gpt-sft-merged")
+    command.add_argument("--hub_private_repo", action="store_true", help="create the repo private")
+    command.add_argument("--hub_token", help="Hub token (default: HF_TOKEN or the saved login)")
+    command.set_defaults(run=run_merge)
+
 
 COMMANDS = (
     add_pipeline_command,

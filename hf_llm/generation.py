@@ -1,6 +1,6 @@
 """`hf-llm generate` and `hf-llm chat`: continue a prompt, or talk to an instruction-tuned model, streaming tokens.
 
-Both load a full model or a LoRA adapter (directory or Hub repo id) through `hf_llm.evaluation.loading`.
+Both load a full model or a LoRA adapter (directory or Hub repo id) through `hf_llm.loading`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def load_for_generation(
     model_name_or_path: str, trust_remote_code: bool
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A causal LM (full model or LoRA adapter) and its tokenizer, in eval mode."""
-    from hf_llm.evaluation import load_model_for_evaluation
+    from hf_llm.loading import load_model_for_evaluation
 
     return load_model_for_evaluation(model_name_or_path, task="pretrain", trust_remote_code=trust_remote_code)
 

@@ -25,31 +25,15 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from .errors import UsageError
-from .stages import STAGE_NAMES
+from .stages import STAGE_NAMES, PipelineStep
 
 STATE_FILE = "pipeline_state.json"
 TRAINING_STAGES = ("tokenizer", *STAGE_NAMES)
-
-
-@dataclass
-class PipelineStep:
-    """One step of `hf-llm pipeline`: a command run from the checkout, the directory it fills and its log."""
-
-    name: str
-    """`tokenizer`, a stage name (`pretrain`, `sft`, ...), or `eval-<what>` for an evaluation."""
-    stage: str
-    """The stage this step belongs to (`--stages` selects by it): `tokenizer` or one of `hf_llm.stages.STAGE_NAMES`."""
-    command: list[str]
-    output_dir: Path
-    done_file: str
-    """A file the step writes last; with the state file it tells a finished step from an interrupted one."""
-    log_file: Path = field(default=Path())
 
 
 def find_checkout(repo_dir: str | None = None) -> Path:

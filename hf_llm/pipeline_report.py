@@ -24,7 +24,7 @@ from transformers.utils import logging
 from .evaluation.report import format_value, library_versions
 
 if TYPE_CHECKING:
-    from .pipeline import PipelineStep
+    from .stages import PipelineStep
 
 logger = logging.get_logger(__name__)
 
@@ -241,9 +241,9 @@ def _fixed_prompt_samples(output_dir: Path, num_prompts: int = 4, max_new_tokens
 
     from .data import load_task_dataset
     from .data.formatting import chat_prompt
-    from .evaluation import load_model_for_evaluation
     from .evaluation.inference import generate_greedy, greedy_decoding
     from .evaluation.perplexity import model_max_length
+    from .loading import load_model_for_evaluation
 
     try:
         rows = list(load_task_dataset("pydocs", "instruction")["test"].select(range(num_prompts)))

@@ -15,7 +15,8 @@ a stage's artifact. This table is the one place that maps one onto the other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,18 @@ def stage_for_eval_task(task: str) -> Stage:
         if stage.eval_task == task:
             return stage
     raise ValueError(f"unknown evaluation task {task!r}; --task must be one of {list(EVAL_TASKS)}.")
+
+
+@dataclass
+class PipelineStep:
+    """One step of `hf-llm pipeline`: a command run from the checkout, the directory it fills and its log."""
+
+    name: str
+    """`tokenizer`, a stage name (`pretrain`, `sft`, ...), or `eval-<what>` for an evaluation."""
+    stage: str
+    """The stage this step belongs to (`--stages` selects by it): `tokenizer` or one of `hf_llm.stages.STAGE_NAMES`."""
+    command: list[str]
+    output_dir: Path
+    done_file: str
+    """A file the step writes last; with the state file it tells a finished step from an interrupted one."""
+    log_file: Path = field(default=Path())

@@ -134,3 +134,17 @@ def train_tokenizer(
         clean_up_tokenization_spaces=False,
         **kwargs,
     )
+
+
+def padded_vocab_size(num_tokens: int, multiple_of: int = 64) -> int:
+    """
+    Round a vocabulary size up to a multiple of `multiple_of` (tensor-core-friendly embedding and LM-head shapes).
+
+    Args:
+        num_tokens (`int`): `len(tokenizer)`.
+        multiple_of (`int`, defaults to 64): Rounding multiple; 1 keeps `num_tokens`.
+
+    Returns:
+        `int`: The padded vocabulary size.
+    """
+    return -(-num_tokens // multiple_of) * multiple_of

@@ -114,13 +114,9 @@ def test_lora_trains_only_adapters_and_score_and_reloads(tiny_base, labeled_csv,
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     from hf_llm.data import DataArguments, load_dataset_from_args
+    from hf_llm.loading import load_adapter_model, load_model_for_stage, load_tokenizer_for_stage
     from hf_llm.training.classifier import tokenize_for_classification
-    from hf_llm.training.finetuning import (
-        get_stage_peft_config,
-        load_adapter_model,
-        load_model_for_stage,
-        load_tokenizer_for_stage,
-    )
+    from hf_llm.training.finetuning import get_stage_peft_config
 
     args = model_args(tiny_base)
     tokenizer = load_tokenizer_for_stage(args, "classifier")
@@ -189,7 +185,7 @@ def test_lora_script_saves_adapter_that_merges_and_loads_anywhere(tiny_base, lab
     assert {p["label"] for p in predictions} <= {"code", "prose"}
 
     # hf-llm merge does the same from the command line
-    from hf_llm.training.finetuning import merge_adapter
+    from hf_llm.loading import merge_adapter
 
     again = merge_adapter(output_dir, str(tmp_path / "merged-again"))
     remerged = AutoModelForSequenceClassification.from_pretrained(again).eval()
@@ -199,7 +195,7 @@ def test_lora_script_saves_adapter_that_merges_and_loads_anywhere(tiny_base, lab
 
 @pytest.mark.slow
 def test_qlora_step_runs_on_cpu(tiny_base_96, labeled_csv, tmp_path):
-    from hf_llm.training.finetuning import load_model_for_stage, load_tokenizer_for_stage
+    from hf_llm.loading import load_model_for_stage, load_tokenizer_for_stage
 
     tiny_base = tiny_base_96
     args = model_args(tiny_base, load_in_4bit=True, use_bnb_nested_quant=True)
@@ -239,7 +235,7 @@ def test_bad_input_is_one_line_exit_2(tiny_base, labeled_csv, tmp_path, capsys, 
 
 def test_classifier_needs_a_distinct_pad_token(tiny_tokenizer):
     from hf_llm.errors import UsageError
-    from hf_llm.training.finetuning import check_pad_token
+    from hf_llm.loading import check_pad_token
 
     copy = copy_module.deepcopy(tiny_tokenizer)
     copy.pad_token = copy.eos_token
@@ -266,7 +262,7 @@ def test_balanced_class_weights_and_weighted_loss():
 def test_adapter_pushed_to_hub_loads_by_repo_id(tiny_base, labeled_csv, tmp_path, hub_server, monkeypatch):
     import hub_server as hub_server_module
 
-    from hf_llm.training.finetuning import load_adapter_model
+    from hf_llm.loading import load_adapter_model
 
     _, env = hub_server
     hub_server_module.patch_hub_env(monkeypatch, env)
@@ -288,7 +284,7 @@ def test_gpt2_checkpoint_is_converted_once_with_a_pad_token(tiny_tokenizer, tmp_
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     from hf_llm import GPTForSequenceClassification
-    from hf_llm.training.finetuning import load_model_for_stage, load_tokenizer_for_stage, resolve_base_model
+    from hf_llm.loading import load_model_for_stage, load_tokenizer_for_stage, resolve_base_model
 
     monkeypatch.setenv("HF_LLM_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)

@@ -305,8 +305,8 @@ def test_reward_model_trains_on_exported_pairs_and_on_the_rankings_file(tiny_mod
 
 
 def test_chat_forgets_the_oldest_exchanges_to_fit_the_context(tiny_model_dir):
-    from hf_llm.evaluation import load_model_for_evaluation
     from hf_llm.feedback import SamplingConfig, stream_reply
+    from hf_llm.loading import load_model_for_evaluation
 
     model, tokenizer = load_model_for_evaluation(tiny_model_dir, task="sft")
     config = SamplingConfig(num_samples=1, max_new_tokens=8, temperature=0)
@@ -337,9 +337,9 @@ def test_chat_page_starts_from_the_checkpoints_sampling_unless_flags_say_otherwi
 def test_chat_page_length_slider_stops_at_what_the_context_leaves(tiny_model_dir):
     import gradio as gr
 
-    from hf_llm.evaluation import load_model_for_evaluation
     from hf_llm.feedback import SamplingConfig
     from hf_llm.feedback.app import build_chat_tab
+    from hf_llm.loading import load_model_for_evaluation
 
     model, tokenizer = load_model_for_evaluation(tiny_model_dir, task="sft")
     with gr.Blocks() as page:
@@ -396,9 +396,9 @@ def test_a_login_guards_the_page_when_an_auth_file_is_given(tmp_path):
 def html_app(tiny_model_dir, tmp_path, monkeypatch):
     """The ranking app (with its chat tab) in this process, its model's output replaced by HTML: `(url, app)`."""
     import hf_llm.feedback.app as app_module
-    from hf_llm.evaluation import load_model_for_evaluation
     from hf_llm.feedback import SamplingConfig
     from hf_llm.feedback.launch import serve
+    from hf_llm.loading import load_model_for_evaluation
 
     def html_reply(model, tokenizer, messages, config):
         yield "<b>bold"

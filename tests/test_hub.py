@@ -18,8 +18,9 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from hf_llm import GPTForCausalLM
-from hf_llm.evaluation import compute_perplexity, load_metric, load_model_for_evaluation
+from hf_llm.evaluation import compute_perplexity, load_metric
 from hf_llm.hub import create_model_card, push_output_dir
+from hf_llm.loading import load_model_for_evaluation
 
 REPO_ID = "tester/tiny-gpt"
 TEXTS = ["def add(a, b):\n    return a + b", "The quick brown fox jumps over the lazy dog."]

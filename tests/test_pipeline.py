@@ -13,8 +13,9 @@ import pytest
 
 from hf_llm.cli import build_parser
 from hf_llm.errors import UsageError
-from hf_llm.pipeline import PipelineStep, build_steps, failure_summary, find_checkout
+from hf_llm.pipeline import build_steps, failure_summary, find_checkout
 from hf_llm.pipeline_report import write_pipeline_report
+from hf_llm.stages import PipelineStep
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 

@@ -143,7 +143,9 @@ def test_eval_tasks_that_generate_or_score_text_refuse_a_reward_model(tiny_rewar
             "--device", "cpu"]  # fmt: skip
     if task == "win_rate":
         argv += ["--reference_model_name_or_path", tiny_reward_dir, "--reward_model_name_or_path", tiny_reward_dir]
-    with pytest.raises(UsageError, match=r"is a reward model \(one score\).*evaluate it with --task reward"):
+    with pytest.raises(
+        UsageError, match=r"is a reward model \(.*one output\), not a language model; evaluate it with --task reward"
+    ):
         main(argv)
     assert not (tmp_path / task / "metrics.json").exists()
 

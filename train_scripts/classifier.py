@@ -40,7 +40,13 @@ import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
 from hf_llm.evaluation.trainer_metrics import compute_classification_metrics, preprocess_logits_for_classification
-from hf_llm.loading import check_attn_implementation, check_model_source
+from hf_llm.loading import (
+    check_attn_implementation,
+    check_model_source,
+    load_model_for_stage,
+    load_tokenizer_for_stage,
+    merge_trained_adapter,
+)
 from hf_llm.training import (
     AtomicCheckpointMixin,
     NonFiniteGuardCallback,
@@ -58,14 +64,7 @@ from hf_llm.training.classifier import (
     tokenize_for_classification,
     weighted_cross_entropy,
 )
-from hf_llm.training.finetuning import (
-    apply_cpu_safe_defaults,
-    count_trainable_parameters,
-    get_stage_peft_config,
-    load_model_for_stage,
-    load_tokenizer_for_stage,
-    merge_trained_adapter,
-)
+from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
 
 logger = logging.get_logger("hf_llm.classifier")
 

@@ -36,8 +36,15 @@ from trl import ModelConfig
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
-from hf_llm.evaluation.win_rate import load_reward_model
-from hf_llm.loading import check_attn_implementation, check_model_source
+from hf_llm.loading import (
+    check_attn_implementation,
+    check_model_source,
+    load_model_for_stage,
+    load_reward_model,
+    load_tokenizer_for_stage,
+    merge_trained_adapter,
+    resolve_sft_checkpoint,
+)
 from hf_llm.training import (
     AtomicCheckpointMixin,
     NonFiniteGuardCallback,
@@ -50,20 +57,8 @@ from hf_llm.training import (
     final_eval_metrics,
     save_and_push,
 )
-from hf_llm.training.alignment import (
-    count_overlong_dpo_pairs,
-    held_out_win_rate,
-    prepare_preference_dataset,
-    resolve_sft_checkpoint,
-)
-from hf_llm.training.finetuning import (
-    apply_cpu_safe_defaults,
-    count_trainable_parameters,
-    get_stage_peft_config,
-    load_model_for_stage,
-    load_tokenizer_for_stage,
-    merge_trained_adapter,
-)
+from hf_llm.training.alignment import count_overlong_dpo_pairs, held_out_win_rate, prepare_preference_dataset
+from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
 
 logger = logging.get_logger("hf_llm.dpo")
 

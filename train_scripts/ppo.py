@@ -42,8 +42,15 @@ from trl.experimental import ppo as trl_ppo  # noqa: E402
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
-from hf_llm.evaluation.win_rate import load_reward_model
-from hf_llm.loading import check_attn_implementation, check_model_source
+from hf_llm.loading import (
+    check_attn_implementation,
+    check_model_source,
+    load_model_for_stage,
+    load_reward_model,
+    load_tokenizer_for_stage,
+    merge_trained_adapter,
+    resolve_sft_checkpoint,
+)
 from hf_llm.training import (
     AtomicCheckpointMixin,
     NonFiniteGuardCallback,
@@ -55,22 +62,9 @@ from hf_llm.training import (
     list_checkpoints,
     save_and_push,
 )
-from hf_llm.training.alignment import (
-    LeftPaddingCollator,
-    PPOMonitorCallback,
-    held_out_win_rate,
-    resolve_sft_checkpoint,
-    tokenize_prompts,
-)
+from hf_llm.training.alignment import LeftPaddingCollator, PPOMonitorCallback, held_out_win_rate, tokenize_prompts
 from hf_llm.training.distributed import check_sharding
-from hf_llm.training.finetuning import (
-    apply_cpu_safe_defaults,
-    count_trainable_parameters,
-    get_stage_peft_config,
-    load_model_for_stage,
-    load_tokenizer_for_stage,
-    merge_trained_adapter,
-)
+from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
 
 logger = logging.get_logger("hf_llm.ppo")
 

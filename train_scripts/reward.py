@@ -39,7 +39,14 @@ from trl import ModelConfig
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
-from hf_llm.loading import check_attn_implementation, check_model_source
+from hf_llm.loading import (
+    check_attn_implementation,
+    check_model_source,
+    load_model_for_stage,
+    load_tokenizer_for_stage,
+    merge_trained_adapter,
+    resolve_sft_checkpoint,
+)
 from hf_llm.training import (
     AtomicCheckpointMixin,
     NonFiniteGuardCallback,
@@ -52,15 +59,8 @@ from hf_llm.training import (
     final_eval_metrics,
     save_and_push,
 )
-from hf_llm.training.alignment import prepare_preference_dataset, resolve_sft_checkpoint, tokenize_reward_pairs
-from hf_llm.training.finetuning import (
-    apply_cpu_safe_defaults,
-    count_trainable_parameters,
-    get_stage_peft_config,
-    load_model_for_stage,
-    load_tokenizer_for_stage,
-    merge_trained_adapter,
-)
+from hf_llm.training.alignment import prepare_preference_dataset, tokenize_reward_pairs
+from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
 
 logger = logging.get_logger("hf_llm.reward")
 

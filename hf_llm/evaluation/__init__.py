@@ -9,19 +9,21 @@ Modules
     `report`: manifest, `library_versions()`, `format_value`, markdown, plots (also used by model cards and the
     pipeline report).
 
+Checkpoints are loaded by `hf_llm.loading` (`load_model_for_evaluation`, `load_reward_model`).
+
 Public API
     `metric_path(name, metrics_dir=None)`, `load_metric(name, metrics_dir=None)`: the `evaluate` modules in
     `eval/metrics/<name>/` (`accuracy`, `bleu`, `perplexity`), found relative to the checkout.
-    `load_model_for_evaluation(model_name_or_path, task, ...)`: a full model or LoRA adapter plus its tokenizer.
     `compute_perplexity(model, tokenizer, texts, ...)`: token-weighted, batched, sliding-window perplexity.
     `classification_report(predictions, references)`: accuracy, macro-F1, confusion matrix.
     Trainer hooks: `preprocess_logits_for_causal_lm_metrics` + `compute_causal_lm_metrics` (eval perplexity and
     token accuracy without holding logits), `preprocess_logits_for_classification` + `compute_classification_metrics`.
 """
 
+from .arguments import EvaluationArguments
 from .classification import classification_report
-from .evaluate_model import EvaluationArguments, main, run_evaluation
-from .loading import DEFAULT_METRICS_DIR, is_adapter, load_metric, load_model_for_evaluation, metric_path
+from .evaluate_model import main, run_evaluation
+from .metrics import DEFAULT_METRICS_DIR, load_metric, metric_path
 from .perplexity import compute_perplexity, model_max_length, perplexity_from_loss
 from .tasks import EVALUATORS, TASKS, TaskResult
 from .trainer_metrics import (
@@ -41,9 +43,7 @@ __all__ = [
     "compute_causal_lm_metrics",
     "compute_classification_metrics",
     "compute_perplexity",
-    "is_adapter",
     "load_metric",
-    "load_model_for_evaluation",
     "main",
     "metric_path",
     "model_max_length",

@@ -25,16 +25,18 @@ import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.formatting import instruction_prompt_and_reference, preference_texts
+from ..errors import UsageError
+from ..loading import load_model_for_evaluation, load_reward_model
 from .classification import classification_report
 from .inference import decoding_settings, generate_greedy, greedy_decoding, score_sequences
-from .loading import load_metric
+from .metrics import load_metric
 from .perplexity import compute_perplexity, model_max_length
-from .win_rate import evaluate_win_rate
+from .win_rate import compare_policies
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from .evaluate_model import EvaluationArguments
+    from .arguments import EvaluationArguments
 
 
 @dataclass
@@ -191,6 +193,53 @@ def evaluate_reward(
         for kind in sorted(set(kinds)):
             metrics[f"pairwise_accuracy/{kind}"] = float((margins[kinds == kind] > 0).mean())
     return TaskResult(metrics)
+
+
+def evaluate_win_rate(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, args: EvaluationArguments
+) -> TaskResult:
+    """
+    The `win_rate` task (`hf-llm eval --task win_rate`): mean reward of `--model_name_or_path`'s greedy answers to the
+    split's prompts under `--reward_model_name_or_path` and, with `--reference_model_name_or_path` (e.g. the SFT
+    model), the win rate over that policy's answers. Each prompt's answers and rewards go to `generations.jsonl`.
+    """
+    if not args.reward_model_name_or_path:
+        raise UsageError(
+            "--task win_rate scores answers with a reward model: pass --reward_model_name_or_path (a reward.py "
+            "output), and --reference_model_name_or_path (e.g. the SFT model) for the win rate."
+        )
+    device = next(model.parameters()).device
+    reward_model = load_reward_model(
+        args.reward_model_name_or_path, trust_remote_code=args.trust_remote_code, what="--reward_model_name_or_path"
+    ).to(device)
+    reward_model.config.pad_token_id = tokenizer.pad_token_id
+    reference = None
+    if args.reference_model_name_or_path:
+        reference, _ = load_model_for_evaluation(
+            args.reference_model_name_or_path, "win_rate", device=device, trust_remote_code=args.trust_remote_code
+        )
+    metrics, samples = compare_policies(
+        model, reference, reward_model, tokenizer, list(dataset), max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+    )  # fmt: skip
+    # The report's sample format: the prompt, the model's answer ("generation") and the reference policy's.
+    samples = [
+        {
+            "prompt": sample["prompt"],
+            "generation": sample["response"],
+            "reference": sample.get("reference_response", ""),
+            "reward": sample["reward"],
+            "reference_reward": sample.get("reference_reward"),
+        }
+        for sample in samples
+    ]
+    settings = {
+        "reward_model": args.reward_model_name_or_path,
+        "reference_model": args.reference_model_name_or_path,
+        "decoding": "greedy",
+        "max_new_tokens": args.max_new_tokens,
+    }
+    return TaskResult(metrics, samples, settings)
 
 
 Evaluator = Callable[[PreTrainedModel, PreTrainedTokenizerBase, "Dataset", "EvaluationArguments"], TaskResult]

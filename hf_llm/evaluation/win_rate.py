@@ -21,98 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.formatting import chat_prompt, instruction_messages, preference_conversation
-from ..errors import UsageError
 from .inference import generate_greedy, greedy_decoding, score_sequences
-from .loading import is_adapter
 from .perplexity import model_max_length
-
-
-def check_reward_model(
-    model_name_or_path: str, *, trust_remote_code: bool = False, what: str = "--model_name_or_path"
-):
-    """
-    Refuse a checkpoint that is not a reward model before loading it: `AutoModelForSequenceClassification` would put a
-    random one-output head on a causal LM (or on a classifier's backbone) and every score would be noise.
-
-    A reward model is a sequence classifier with one output (`num_labels=1`), or a LoRA adapter of task type
-    `SEQ_CLS` on a model whose saved config has one label.
-
-    Args:
-        model_name_or_path (`str`): A directory or Hub repo id.
-        trust_remote_code (`bool`, defaults to `False`): Passed to `AutoConfig`.
-        what (`str`, defaults to `"--model_name_or_path"`): The flag that named it, for the message.
-
-    Raises:
-        `UsageError`: It is a causal LM, a causal-LM adapter, or a classifier with several labels.
-    """
-    import json
-
-    from transformers import AutoConfig
-    from transformers.utils.peft_utils import find_adapter_config_file
-
-    import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
-
-    fix = "pass the output of train_scripts/reward.py."
-    adapter_config = find_adapter_config_file(model_name_or_path) if is_adapter(model_name_or_path) else None
-    if adapter_config is not None:
-        with open(adapter_config, encoding="utf-8") as f:
-            task_type = json.load(f).get("task_type")
-        if task_type != "SEQ_CLS":
-            raise UsageError(f"{what} {model_name_or_path} is a {task_type} adapter, not a reward model; {fix}")
-        return
-    config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
-    architectures = config.architectures or []
-    if not any(name.endswith("ForSequenceClassification") for name in architectures):
-        raise UsageError(
-            f"{what} {model_name_or_path} is a {', '.join(architectures) or config.model_type} model, not a reward "
-            f"model (a sequence classifier with one output); {fix}"
-        )
-    if config.num_labels != 1:
-        raise UsageError(
-            f"{what} {model_name_or_path} is a classifier with {config.num_labels} labels; a reward model has one "
-            f"output (num_labels=1); {fix}"
-        )
-
-
-def load_reward_model(
-    model_name_or_path: str,
-    *,
-    dtype: torch.dtype | str | None = None,
-    trust_remote_code: bool = False,
-    what: str = "--reward_model_path",
-) -> PreTrainedModel:
-    """
-    Load a reward model (a `reward.py` output: full, merged or a LoRA adapter, which is merged here) as a standalone
-    `AutoModelForSequenceClassification` with one output, the form PPO's `get_reward` needs (a backbone and a `score`
-    head).
-
-    Args:
-        model_name_or_path (`str`): A directory or Hub repo id.
-        dtype (`torch.dtype` or `str`, *optional*): Weights dtype; defaults to the checkpoint's.
-        trust_remote_code (`bool`, defaults to `False`): Passed to `from_pretrained`.
-        what (`str`, defaults to `"--reward_model_path"`): The flag that named the model, for error messages.
-
-    Returns:
-        `PreTrainedModel`: The reward model, in eval mode.
-
-    Raises:
-        `UsageError`: The checkpoint is not a reward model (a causal LM, or a classifier with several labels).
-    """
-    import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
-    from hf_llm.training.finetuning import load_adapter_model
-
-    check_reward_model(model_name_or_path, trust_remote_code=trust_remote_code, what=what)
-    if is_adapter(model_name_or_path):
-        model = load_adapter_model(model_name_or_path, num_labels=1, trust_remote_code=trust_remote_code)
-        model = model.merge_and_unload()
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
-        )
-    return model.eval()
 
 
 def scored_text(example: dict, response: str, tokenizer: PreTrainedTokenizerBase) -> str:
@@ -220,51 +133,3 @@ def compare_policies(
         for sample, response, reward in zip(samples, reference_responses, reference_rewards, strict=True):
             sample.update(reference_response=response, reference_reward=float(reward))
     return metrics, samples
-
-
-def evaluate_win_rate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset, args):
-    """
-    The `win_rate` task (`hf-llm eval --task win_rate`): mean reward of `--model_name_or_path`'s greedy answers to the
-    split's prompts under `--reward_model_name_or_path` and, with `--reference_model_name_or_path` (e.g. the SFT
-    model), the win rate over that policy's answers. Each prompt's answers and rewards go to `generations.jsonl`.
-    """
-    from .loading import load_model_for_evaluation
-    from .tasks import TaskResult
-
-    if not args.reward_model_name_or_path:
-        raise UsageError(
-            "--task win_rate scores answers with a reward model: pass --reward_model_name_or_path (a reward.py "
-            "output), and --reference_model_name_or_path (e.g. the SFT model) for the win rate."
-        )
-    device = next(model.parameters()).device
-    reward_model = load_reward_model(
-        args.reward_model_name_or_path, trust_remote_code=args.trust_remote_code, what="--reward_model_name_or_path"
-    ).to(device)
-    reward_model.config.pad_token_id = tokenizer.pad_token_id
-    reference = None
-    if args.reference_model_name_or_path:
-        reference, _ = load_model_for_evaluation(
-            args.reference_model_name_or_path, "win_rate", device=device, trust_remote_code=args.trust_remote_code
-        )
-    metrics, samples = compare_policies(
-        model, reference, reward_model, tokenizer, list(dataset), max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-    )  # fmt: skip
-    # The report's sample format: the prompt, the model's answer ("generation") and the reference policy's.
-    samples = [
-        {
-            "prompt": sample["prompt"],
-            "generation": sample["response"],
-            "reference": sample.get("reference_response", ""),
-            "reward": sample["reward"],
-            "reference_reward": sample.get("reference_reward"),
-        }
-        for sample in samples
-    ]
-    settings = {
-        "reward_model": args.reward_model_name_or_path,
-        "reference_model": args.reference_model_name_or_path,
-        "decoding": "greedy",
-        "max_new_tokens": args.max_new_tokens,
-    }
-    return TaskResult(metrics, samples, settings)

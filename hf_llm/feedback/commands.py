@@ -115,7 +115,7 @@ def run_rank(args: argparse.Namespace) -> int:
             "hf-llm rank needs --model_name_or_path (the model whose answers to rank) and --dataset_name (the "
             "prompts); or --export DIR to turn --output_file into a preference dataset"
         )
-    from ..evaluation import load_model_for_evaluation
+    from ..loading import load_model_for_evaluation
     from .app import build_ranking_app
     from .launch import check_binding, serve
     from .prompts import load_prompts
@@ -194,7 +194,7 @@ def run_chat_web(args: argparse.Namespace) -> int:
     """`hf-llm chat --web`: a streaming chat page for any checkpoint with a chat template."""
     from transformers import set_seed
 
-    from ..evaluation import load_model_for_evaluation
+    from ..loading import load_model_for_evaluation
     from .app import build_chat_app
     from .launch import check_binding, serve
     from .sampling import SamplingConfig

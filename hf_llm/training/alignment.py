@@ -20,9 +20,7 @@ Facts these helpers encode (TRL 1.12 on hf_llm's GPT, DESIGN §5):
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -38,11 +36,8 @@ from transformers import (
 )
 from transformers.utils import logging
 
-from hf_llm.data import DataError, hf_llm_cache_dir
+from hf_llm.data import DataError
 from hf_llm.data.formatting import chat_prompt, preference_conversation, preference_texts
-from hf_llm.evaluation.loading import is_adapter
-
-from .finetuning import merge_adapter
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -53,36 +48,6 @@ logger = logging.get_logger(__name__)
 # ----------------------------------------------------------------------------------------------------------------
 # The SFT model the alignment stages start from
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def resolve_sft_checkpoint(model_name_or_path: str, *, trust_remote_code: bool = False) -> str:
-    """
-    The standalone checkpoint an alignment stage loads: `model_name_or_path` itself, or, for a LoRA adapter (an SFT
-    run with `--use_peft true`), the adapter merged into its base once and cached under `$HF_LLM_CACHE/merged/`
-    (keyed by the adapter's path and weights), so the reward model, the PPO/DPO policy and their reference all start
-    from the same weights.
-
-    Call it on the main process first (`training_args.main_process_first()`): the others then find the merged copy.
-
-    Args:
-        model_name_or_path (`str`): An SFT output directory (merged model or adapter) or Hub repo id.
-        trust_remote_code (`bool`, defaults to `False`): Passed to `from_pretrained`.
-
-    Returns:
-        `str`: The path or repo id to load with `AutoModelFor*`.
-    """
-    if not is_adapter(model_name_or_path):
-        return model_name_or_path
-    weights = os.path.join(model_name_or_path, "adapter_model.safetensors")
-    stamp = os.stat(weights).st_mtime_ns if os.path.isfile(weights) else 0
-    key = hashlib.sha256(f"{os.path.abspath(model_name_or_path)}@{stamp}".encode()).hexdigest()[:16]
-    target = hf_llm_cache_dir() / "merged" / f"{os.path.basename(os.path.normpath(model_name_or_path))}-{key}"
-    if not (target / "config.json").is_file():
-        logger.info(f"{model_name_or_path} is a LoRA adapter: merging it into its base once, in {target}")
-        staging = f"{target}.tmp-{os.getpid()}"
-        merge_adapter(model_name_or_path, staging, trust_remote_code=trust_remote_code)
-        os.replace(staging, target)  # atomic: a concurrent or killed run never sees half a checkpoint
-    return str(target)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from transformers.utils import logging
 from hf_llm.errors import UsageError, one_line
 from hf_llm.loading import check_attn_implementation, check_model_source, local_path_exists
 from hf_llm.models.gpt.configuration_gpt import POSITION_EMBEDDING_TYPES, GPTConfig
+from hf_llm.tokenizer import padded_vocab_size
 
 from .output_dir import OutputDirArguments
 from .presets import MODEL_PRESETS
@@ -183,20 +184,6 @@ def attn_implementation_errors(attn_implementation: str | None) -> Iterator[None
             f"--attn_implementation {attn_implementation!r} cannot be used here: {message} Pass another "
             "--attn_implementation (e.g. sdpa or eager), or leave it unset for transformers' default."
         ) from error
-
-
-def padded_vocab_size(num_tokens: int, multiple_of: int = 64) -> int:
-    """
-    Round a vocabulary size up to a multiple of `multiple_of` (tensor-core-friendly embedding and LM-head shapes).
-
-    Args:
-        num_tokens (`int`): `len(tokenizer)`.
-        multiple_of (`int`, defaults to 64): Rounding multiple; 1 keeps `num_tokens`.
-
-    Returns:
-        `int`: The padded vocabulary size.
-    """
-    return -(-num_tokens // multiple_of) * multiple_of
 
 
 def build_gpt_config(

@@ -11,6 +11,7 @@ import evaluate
 import transformers
 
 import hf_llm.evaluation
+import hf_llm.loading
 
 _DESCRIPTION = """
 Perplexity (PPL) is the exponentiated average negative log-likelihood a causal language model gives to the tokens
@@ -95,7 +96,7 @@ class Perplexity(evaluate.Metric):
         key = (model, str(device))
         if getattr(self, "_cached_key", None) != key:
             # One model at a time: a new path or id replaces the cached one.
-            self._cached_model = hf_llm.evaluation.load_model_for_evaluation(model, task="pretrain", device=device)
+            self._cached_model = hf_llm.loading.load_model_for_evaluation(model, task="pretrain", device=device)
             self._cached_key = key
         cached_model, cached_tokenizer = self._cached_model
         return cached_model, tokenizer or cached_tokenizer

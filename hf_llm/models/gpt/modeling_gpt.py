@@ -134,7 +134,10 @@ class GPTAttention(nn.Module):
             query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
 
         if cache is not None:
-            key_states, value_states = cache.update(key_states, value_states, self.layer_idx)  # (B, H, S, D)
+            # kwargs carry what a paged cache (continuous batching) needs to place the new keys.
+            key_states, value_states = cache.update(
+                key_states, value_states, self.layer_idx, kwargs=kwargs
+            )  # (B, H, S, D)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -353,7 +356,8 @@ class GPTModel(GPTPreTrainedModel):
         # An empty cache (made here, or by generate() before the prefill) changes nothing about the mask, so the mask
         # is built as if there were none: create_causal_mask derives per-document masks from restarting position_ids
         # only when it is given no cache object.
-        past_length = cache.get_seq_length() if cache is not None else 0
+        # Continuous batching passes a paged cache, which is no `Cache` and has no sequence length of its own.
+        past_length = cache.get_seq_length() if isinstance(cache, Cache) else 0
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]

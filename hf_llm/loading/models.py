@@ -1,10 +1,12 @@
-"""Find hf_llm's `evaluate` modules by path, and load any checkpoint (full model or LoRA adapter) for evaluation."""
+"""Load a checkpoint named by the user: the one `from_pretrained` every entry point goes through, with its tokenizer,
+for evaluation (full model or adapter) or as a reward model.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -14,84 +16,86 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers import __version__ as transformers_version
 from transformers.utils import logging
-from transformers.utils.peft_utils import find_adapter_config_file
 
-from hf_llm.loading import (
-    check_causal_lm,
-    check_classification_head,
+from hf_llm.stages import stage_for_eval_task
+
+from .adapters import load_adapter_model
+from .kinds import check_model_kind
+from .sources import (
+    RESAVE_ADVICE,
+    _check_weights_fit_config,
+    check_attn_implementation,
     check_model_source,
     explain_load_error,
-    from_pretrained,
+    local_path_exists,
+    read_adapter_config,
+    shipped_code_predates_cache_rename,
 )
-
-from ..stages import stage_for_eval_task
 
 logger = logging.get_logger(__name__)
 
-#: Where `eval/metrics` sits in a checkout: hf_llm/evaluation/loading.py -> parents[2] is the repository root.
-DEFAULT_METRICS_DIR = Path(__file__).resolve().parents[2] / "eval" / "metrics"
 
+def from_pretrained(
+    auto_class: Any, name_or_path: str, *, flag: str = "--model_name_or_path", **kwargs: Any
+) -> PreTrainedModel:
+    """
+    `auto_class.from_pretrained(name_or_path, **kwargs)` with every user mistake turned into a one-line error.
 
-def metric_path(name: str, metrics_dir: str | os.PathLike | None = None) -> str:
-    """Path of the `evaluate` module script `eval/metrics/<name>/<name>.py`.
-
-    hf_llm never imports `eval/`; it finds the modules next to the package in a checkout, or in
-    `metrics_dir` when given.
+    Loads safetensors weights only (`use_safetensors=True`). Checks the source first ([`check_model_source`]),
+    the attention kernel ([`check_attn_implementation`]) and that a local directory's weights fit its `config.json`.
 
     Args:
-        name (`str`): the metric, e.g. `"bleu"`, `"accuracy"` or `"perplexity"`.
-        metrics_dir (`str` or `os.PathLike`, *optional*): the `eval/metrics` directory; defaults to the one in the
-            checkout hf_llm was installed from.
+        auto_class: An Auto class (`AutoModelForCausalLM`, `AutoModelForSequenceClassification`, ...) or a model
+            class.
+        name_or_path (`str`): A local `save_pretrained` directory or a Hub repo id.
+        flag (`str`, defaults to `"--model_name_or_path"`): The flag to name in errors.
+        kwargs: Passed to `from_pretrained` (`revision`, `dtype`, `attn_implementation`, `num_labels`, ...).
 
     Returns:
-        `str`: the script path, ready for `evaluate.load`.
+        `PreTrainedModel`: The loaded model.
+
+    Raises:
+        `OSError` or `ValueError`: With a message naming the path, the flag and the fix.
     """
-    root = Path(metrics_dir) if metrics_dir is not None else DEFAULT_METRICS_DIR
-    script = root / name / f"{name}.py"
-    if not script.is_file():
-        available = sorted(p.name for p in root.iterdir() if (p / f"{p.name}.py").is_file()) if root.is_dir() else []
-        raise FileNotFoundError(
-            f"evaluate module {name!r} not found at {script}. hf_llm finds its metrics in the eval/metrics "
-            f"directory of the checkout it was installed from (available there: {available or 'none'}). "
-            "Install hf_llm from a checkout (`git clone ... && pip install -e .`) or pass "
-            "--metrics_dir /path/to/hf_llm/eval/metrics."
+    check_model_source(name_or_path, flag)
+    check_attn_implementation(kwargs.get("attn_implementation"))
+    path = os.path.expanduser(name_or_path)
+    kwargs.setdefault("use_safetensors", True)
+    if kwargs.get("trust_remote_code") and os.path.isdir(path) and shipped_code_predates_cache_rename(path):
+        # Its own modeling_gpt.py would run and decode every cached generate() without context; hf_llm's class is
+        # registered with the Auto classes, so transformers uses it once remote code is not asked for.
+        logger.warning(
+            f"{name_or_path}/modeling_gpt.py was saved by hf_llm 0.1.0 for transformers < 5.24 and generates wrong "
+            f"tokens on transformers {transformers_version}; loading it with hf_llm's own GPT classes instead. "
+            f"{RESAVE_ADVICE.format(path=name_or_path)}"
         )
-    return str(script)
+        kwargs["trust_remote_code"] = False
+    if os.path.isdir(path):
+        config_kwargs = {k: v for k, v in kwargs.items() if k in ("num_labels", "trust_remote_code")}
+        _check_weights_fit_config(auto_class, path, flag, **config_kwargs)
+    try:
+        return auto_class.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise OSError(explain_load_error(name_or_path, flag, err)) from err
 
 
-def load_metric(name: str, metrics_dir: str | os.PathLike | None = None, **kwargs):
-    """`evaluate.load` one of hf_llm's offline metric modules by name.
-
-    Args:
-        name (`str`): `"accuracy"`, `"bleu"` or `"perplexity"`.
-        metrics_dir (`str` or `os.PathLike`, *optional*): see [`metric_path`].
-        kwargs: passed to `evaluate.load`.
+def tokenizer_from_pretrained(name_or_path: str, *, flag: str = "--tokenizer_name_or_path", **kwargs: Any):
+    """
+    `AutoTokenizer.from_pretrained(name_or_path, **kwargs)` with a missing path or an unreachable Hub id reported in
+    one line naming `flag` (see [`from_pretrained`]).
 
     Returns:
-        `evaluate.EvaluationModule`
+        `PreTrainedTokenizerBase`: The tokenizer.
     """
-    import evaluate  # imported here: `evaluate` is slow to import and only evaluation needs it
+    from transformers import AutoTokenizer
 
-    return evaluate.load(metric_path(name, metrics_dir), **kwargs)
-
-
-def _looks_local(model_name_or_path: str) -> bool:
-    """Whether the string can only be a filesystem path (a Hub id is `name` or `namespace/name`)."""
-    return (
-        os.path.isabs(model_name_or_path)
-        or model_name_or_path.startswith((".", "~"))
-        or model_name_or_path.count("/") > 1
-        or (os.sep != "/" and os.sep in model_name_or_path)
-    )
-
-
-def is_adapter(model_name_or_path: str) -> bool:
-    """Whether `model_name_or_path` (a directory or Hub repo id) holds a PEFT adapter (`adapter_config.json`)."""
+    local_path_exists(name_or_path, flag)
     try:
-        return find_adapter_config_file(model_name_or_path) is not None
-    except (OSError, ValueError):
-        return False
+        return AutoTokenizer.from_pretrained(os.path.expanduser(name_or_path), **kwargs)
+    except OSError as err:
+        raise OSError(explain_load_error(name_or_path, flag, err)) from err
 
 
 def _load_tokenizer(candidates: list[str], trust_remote_code: bool) -> PreTrainedTokenizerBase:
@@ -153,27 +157,21 @@ def load_model_for_evaluation(
     if dtype is not None:
         load_kwargs["dtype"] = dtype
 
-    try:
-        adapter_config_file = find_adapter_config_file(model_name_or_path)
-    except OSError:
-        adapter_config_file = None
+    adapter_config = read_adapter_config(model_name_or_path)
     tokenizer_candidates = [tokenizer_name_or_path] if tokenizer_name_or_path else [model_name_or_path]
-    adapter_config = None
-    if adapter_config_file is not None:
-        with open(adapter_config_file, encoding="utf-8") as f:
-            adapter_config = json.load(f)
     # The kind of model must fit the task before any data or weights are loaded.
-    check_kind = check_classification_head if sequence_classification else check_causal_lm
+    kind = ("reward" if task == "reward" else "classifier") if sequence_classification else "causal_lm"
     try:
-        check_kind(model_name_or_path, task, adapter_config=adapter_config, trust_remote_code=trust_remote_code)
+        check_model_kind(
+            model_name_or_path, kind, task=task, adapter_config=adapter_config, trust_remote_code=trust_remote_code
+        )
     except OSError as err:
         raise OSError(explain_load_error(model_name_or_path, "--model_name_or_path", err)) from err
     try:
-        if adapter_config_file is not None:
+        if adapter_config is not None:
             from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
 
-            with open(adapter_config_file, encoding="utf-8") as f:
-                base_model = json.load(f).get("base_model_name_or_path")
+            base_model = adapter_config.get("base_model_name_or_path")
             logger.info(f"{model_name_or_path} is a LoRA adapter on {base_model}; loading it with peft.")
             if not tokenizer_name_or_path and base_model:
                 tokenizer_candidates.append(base_model)
@@ -206,3 +204,41 @@ def load_model_for_evaluation(
     model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def load_reward_model(
+    model_name_or_path: str,
+    *,
+    dtype: torch.dtype | str | None = None,
+    trust_remote_code: bool = False,
+    what: str = "--reward_model_path",
+) -> PreTrainedModel:
+    """
+    Load a reward model (a `reward.py` output: full, merged or a LoRA adapter, which is merged here) as a standalone
+    `AutoModelForSequenceClassification` with one output, the form PPO's `get_reward` needs (a backbone and a `score`
+    head).
+
+    Args:
+        model_name_or_path (`str`): A directory or Hub repo id.
+        dtype (`torch.dtype` or `str`, *optional*): Weights dtype; defaults to the checkpoint's.
+        trust_remote_code (`bool`, defaults to `False`): Passed to `from_pretrained`.
+        what (`str`, defaults to `"--reward_model_path"`): The flag that named the model, for error messages.
+
+    Returns:
+        `PreTrainedModel`: The reward model, in eval mode.
+
+    Raises:
+        `UsageError`: The checkpoint is not a reward model (a causal LM, or a classifier with several labels); see
+            [`check_model_kind`].
+    """
+    import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
+
+    check_model_kind(model_name_or_path, "reward", flag=what, trust_remote_code=trust_remote_code)
+    if read_adapter_config(model_name_or_path) is not None:
+        model = load_adapter_model(model_name_or_path, num_labels=1, trust_remote_code=trust_remote_code)
+        model = model.merge_and_unload()
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+    return model.eval()

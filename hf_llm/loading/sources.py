@@ -1,11 +1,11 @@
-"""Model loading that fails in one line: every entry point's `from_pretrained` of a user-given model goes through here.
+"""Where a model comes from: the one local-path rule, checks of a local checkpoint before it loads, and load errors in
+one line.
 
 `from_pretrained` reports a user's mistake in many shapes: a missing local directory reads `Repo id must be in the
-form ...`, a truncated `model.safetensors` raises a `SafetensorError` that names no file, a config that does not fit
-its weights prints a 20-line load report before a `RuntimeError`, and a directory holding only `pytorch_model.bin`
-loads a pickle. [`check_model_source`] checks a local directory before anything is loaded, [`from_pretrained`] loads
-(safetensors only) and turns what is left into `OSError`/`ValueError` messages that name the path, the flag and the
-fix, which `hf_llm.errors.exit_on_user_error` prints as one line.
+form ...`, a truncated `model.safetensors` raises a `SafetensorError` that names no file, and a directory holding only
+`pytorch_model.bin` loads a pickle. [`check_model_source`] checks a local directory before anything is loaded and
+[`explain_load_error`] turns what is left into a message naming the path, the flag and the fix, which
+`hf_llm.errors.exit_on_user_error` prints as one line.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import os
 import re
 from typing import Any
 
-from transformers import PreTrainedModel
-from transformers import __version__ as transformers_version
 from transformers.utils import logging
 
 from hf_llm.errors import UsageError
@@ -24,9 +22,13 @@ from hf_llm.errors import UsageError
 logger = logging.get_logger(__name__)
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
+
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+
 PICKLE_WEIGHTS_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
+
 
 # A Hub repo id: `name` or `namespace/name` (huggingface_hub's own rule, simplified).
 _REPO_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
@@ -89,7 +91,9 @@ def check_attn_implementation(attn_implementation: str | None, flag: str = "--at
         )
 
 
-def _looks_local(name_or_path: str) -> bool:
+def looks_local(name_or_path: str) -> bool:
+    """Whether `name_or_path` can only be a filesystem path: absolute, `./` or `~`, or not of a Hub repo id's form
+    (`name` or `namespace/name`). The one rule hf_llm uses to tell a path from a Hub id."""
     return (
         os.path.isabs(name_or_path)
         or name_or_path.startswith((".", "~"))
@@ -107,12 +111,34 @@ def local_path_exists(name_or_path: str, flag: str) -> bool:
     """
     if os.path.exists(os.path.expanduser(name_or_path)):
         return True
-    if _looks_local(name_or_path):
+    if looks_local(name_or_path):
         raise FileNotFoundError(
             f"{flag} {name_or_path}: no such directory. Pass a directory written by save_pretrained (a training "
             "run's --output_dir) or a Hub repo id (namespace/name)."
         )
     return False
+
+
+def is_adapter(name_or_path: str) -> bool:
+    """Whether `name_or_path` (a directory or Hub repo id) holds a PEFT adapter (`adapter_config.json`)."""
+    return read_adapter_config(name_or_path) is not None
+
+
+def read_adapter_config(
+    name_or_path: str, *, revision: str | None = None, token: str | None = None
+) -> dict[str, Any] | None:
+    """The `adapter_config.json` of a directory or Hub repo id, or `None` when it holds no adapter (or cannot be
+    reached)."""
+    from transformers.utils.peft_utils import find_adapter_config_file
+
+    try:
+        path = find_adapter_config_file(os.path.expanduser(name_or_path), revision=revision, token=token)
+    except (OSError, ValueError):
+        return None
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
 
 
 def check_model_source(name_or_path: str, flag: str = "--model_name_or_path") -> None:
@@ -207,67 +233,6 @@ def _check_weights_fit_config(auto_class: Any, path: str, flag: str, **config_kw
         )
 
 
-def from_pretrained(
-    auto_class: Any, name_or_path: str, *, flag: str = "--model_name_or_path", **kwargs: Any
-) -> PreTrainedModel:
-    """
-    `auto_class.from_pretrained(name_or_path, **kwargs)` with every user mistake turned into a one-line error.
-
-    Loads safetensors weights only (`use_safetensors=True`). Checks the source first ([`check_model_source`]),
-    the attention kernel ([`check_attn_implementation`]) and that a local directory's weights fit its `config.json`.
-
-    Args:
-        auto_class: An Auto class (`AutoModelForCausalLM`, `AutoModelForSequenceClassification`, ...) or a model
-            class.
-        name_or_path (`str`): A local `save_pretrained` directory or a Hub repo id.
-        flag (`str`, defaults to `"--model_name_or_path"`): The flag to name in errors.
-        kwargs: Passed to `from_pretrained` (`revision`, `dtype`, `attn_implementation`, `num_labels`, ...).
-
-    Returns:
-        `PreTrainedModel`: The loaded model.
-
-    Raises:
-        `OSError` or `ValueError`: With a message naming the path, the flag and the fix.
-    """
-    check_model_source(name_or_path, flag)
-    check_attn_implementation(kwargs.get("attn_implementation"))
-    path = os.path.expanduser(name_or_path)
-    kwargs.setdefault("use_safetensors", True)
-    if kwargs.get("trust_remote_code") and os.path.isdir(path) and shipped_code_predates_cache_rename(path):
-        # Its own modeling_gpt.py would run and decode every cached generate() without context; hf_llm's class is
-        # registered with the Auto classes, so transformers uses it once remote code is not asked for.
-        logger.warning(
-            f"{name_or_path}/modeling_gpt.py was saved by hf_llm 0.1.0 for transformers < 5.24 and generates wrong "
-            f"tokens on transformers {transformers_version}; loading it with hf_llm's own GPT classes instead. "
-            f"{RESAVE_ADVICE.format(path=name_or_path)}"
-        )
-        kwargs["trust_remote_code"] = False
-    if os.path.isdir(path):
-        config_kwargs = {k: v for k, v in kwargs.items() if k in ("num_labels", "trust_remote_code")}
-        _check_weights_fit_config(auto_class, path, flag, **config_kwargs)
-    try:
-        return auto_class.from_pretrained(path, **kwargs)
-    except OSError as err:
-        raise OSError(explain_load_error(name_or_path, flag, err)) from err
-
-
-def tokenizer_from_pretrained(name_or_path: str, *, flag: str = "--tokenizer_name_or_path", **kwargs: Any):
-    """
-    `AutoTokenizer.from_pretrained(name_or_path, **kwargs)` with a missing path or an unreachable Hub id reported in
-    one line naming `flag` (see [`from_pretrained`]).
-
-    Returns:
-        `PreTrainedTokenizerBase`: The tokenizer.
-    """
-    from transformers import AutoTokenizer
-
-    local_path_exists(name_or_path, flag)
-    try:
-        return AutoTokenizer.from_pretrained(os.path.expanduser(name_or_path), **kwargs)
-    except OSError as err:
-        raise OSError(explain_load_error(name_or_path, flag, err)) from err
-
-
 def explain_load_error(name_or_path: str, flag: str, err: OSError) -> str:
     """The message of a failed `from_pretrained` of `name_or_path`, naming `flag` and the fix (offline, no repo)."""
     message = str(err)
@@ -289,92 +254,3 @@ def explain_load_error(name_or_path: str, flag: str, err: OSError) -> str:
             "--hub_token or `hf auth login`)."
         )
     return f"{flag} {name_or_path}: {message}"
-
-
-def check_classification_head(
-    name_or_path: str, task: str, *, adapter_config: dict | None = None, trust_remote_code: bool = False
-) -> None:
-    """
-    Refuse to evaluate a checkpoint whose sequence-classification head was never trained: loading a causal LM (or an
-    SFT adapter) with `AutoModelForSequenceClassification` silently builds a random `score` head, whose accuracy is
-    noise that looks like a result.
-
-    Args:
-        name_or_path (`str`): The checkpoint (a local directory or Hub repo id).
-        task (`str`): `"classifier"` (a head of 2 or more labels) or `"reward"` (one score).
-        adapter_config (`dict`, *optional*): The checkpoint's `adapter_config.json` when it is a PEFT adapter.
-        trust_remote_code (`bool`, defaults to `False`): Passed to `AutoConfig` for a full model.
-
-    Raises:
-        `UsageError`: Naming the checkpoint, what it is, and which stage writes the model the task needs.
-    """
-    from transformers import AutoConfig
-
-    writer = "train_scripts/reward.py" if task == "reward" else "train_scripts/classifier.py"
-    if adapter_config is not None:
-        saved = set(adapter_config.get("modules_to_save") or [])
-        if adapter_config.get("task_type") != "SEQ_CLS" and not saved & {"score", "classifier"}:
-            raise UsageError(
-                f"--task {task}: {name_or_path} is a {adapter_config.get('task_type') or 'PEFT'} adapter without a "
-                f"trained classification head (no `score` in modules_to_save), so its scores would come from a random "
-                f"head. Evaluate an adapter or model written by {writer}, or use --task pretrain/sft for a causal LM."
-            )
-        return
-    config = AutoConfig.from_pretrained(os.path.expanduser(name_or_path), trust_remote_code=trust_remote_code)
-    architectures = config.architectures or []
-    if not any(name.endswith("ForSequenceClassification") for name in architectures):
-        raise UsageError(
-            f"--task {task}: {name_or_path} is a {', '.join(architectures) or config.model_type} with no trained "
-            f"classification head, so its scores would come from a randomly initialised one. Evaluate a model "
-            f"written by {writer}, or use --task pretrain/sft for a causal LM."
-        )
-    if task == "reward" and config.num_labels != 1:
-        raise UsageError(
-            f"--task reward: {name_or_path} is a classifier with {config.num_labels} labels, not a reward model (one "
-            "score per text, num_labels=1); evaluate it with --task classifier, or a model written by "
-            "train_scripts/reward.py."
-        )
-    if task == "classifier" and config.num_labels == 1:
-        raise UsageError(
-            f"--task classifier: {name_or_path} is a reward model (one score, num_labels=1); evaluate it with --task "
-            "reward."
-        )
-
-
-def check_causal_lm(
-    name_or_path: str, task: str, *, adapter_config: dict | None = None, trust_remote_code: bool = False
-) -> None:
-    """
-    Refuse to generate from or score text with a checkpoint that is not a language model: a classifier or reward
-    model loaded with `AutoModelForCausalLM` gets a language-model head that is tied to its embeddings (or random), so
-    its perplexity or answers would be numbers that look like a result.
-
-    Args:
-        name_or_path (`str`): The checkpoint (a local directory or Hub repo id).
-        task (`str`): The evaluation (`"pretrain"`, `"sft"`, `"win_rate"`), named in the error.
-        adapter_config (`dict`, *optional*): The checkpoint's `adapter_config.json` when it is a PEFT adapter.
-        trust_remote_code (`bool`, defaults to `False`): Passed to `AutoConfig` for a full model.
-
-    Raises:
-        `UsageError`: Naming the checkpoint, the kind found and the task that fits it.
-    """
-    from transformers import AutoConfig
-
-    if adapter_config is not None:
-        if adapter_config.get("task_type") == "SEQ_CLS":
-            raise UsageError(
-                f"--task {task}: {name_or_path} is a sequence-classification (SEQ_CLS) adapter, not a language model; "
-                "evaluate it with --task classifier (or --task reward for a one-score head)."
-            )
-        return
-    config = AutoConfig.from_pretrained(os.path.expanduser(name_or_path), trust_remote_code=trust_remote_code)
-    architectures = config.architectures or []
-    if any(name.endswith("ForSequenceClassification") for name in architectures):
-        kind, fits = (
-            ("a reward model (one score)", "reward") if config.num_labels == 1 else ("a classifier", "classifier")
-        )
-        raise UsageError(
-            f"--task {task}: {name_or_path} is {kind} ({', '.join(architectures)}), not a language model, so it "
-            f"cannot generate or be scored on text; evaluate it with --task {fits}, or pass a causal LM "
-            "(a pretrain, sft, ppo or dpo output)."
-        )
