@@ -487,8 +487,9 @@ def held_out_win_rate(
     from transformers import AutoModelForCausalLM
 
     from hf_llm.evaluation.win_rate import compare_policies
+    from hf_llm.loading import from_pretrained
 
-    sft = AutoModelForCausalLM.from_pretrained(sft_model_path).to(next(policy.parameters()).device).eval()
+    sft = from_pretrained(AutoModelForCausalLM, sft_model_path).to(next(policy.parameters()).device).eval()
     was_training = policy.training
     policy.eval()
     try:

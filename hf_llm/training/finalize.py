@@ -21,12 +21,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from datasets import Dataset, DatasetDict
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.utils import logging
 
 from hf_llm.data import DataArguments, save_data_fingerprint
 from hf_llm.errors import UsageError, one_line
 from hf_llm.hub import create_model_card, push_output_dir
+from hf_llm.loading import tokenizer_from_pretrained
 
 from .arguments import ModelArguments
 from .pretraining import load_or_train_tokenizer, tokenizer_needs_training
@@ -71,7 +72,7 @@ def prepare_tokenizer(
     with training_args.main_process_first(desc="preparing the tokenizer"):
         if trains_tokenizer and training_args.local_process_index != 0:
             # The node's main process went first, trained the tokenizer and saved it in output_dir.
-            return AutoTokenizer.from_pretrained(training_args.output_dir)
+            return tokenizer_from_pretrained(training_args.output_dir, flag="--output_dir")
         tokenizer = load_or_train_tokenizer(model_args, train_split, resume_checkpoint=resume_checkpoint)
         if trains_tokenizer:
             tokenizer.save_pretrained(training_args.output_dir)
