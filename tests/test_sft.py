@@ -169,7 +169,13 @@ def test_prompts_without_room_are_counted_and_dropped_or_refused(tiny_tokenizer,
     dataset = to_sft_dataset(Dataset.from_list(rows))
     kept = drop_prompts_without_room(dataset, tiny_tokenizer, 256, strategy="drop", split="train")
     assert len(kept) == len(ANSWERS)
-    with pytest.raises(DataError, match=r"1 of 5 examples have a prompt of --max_length 256 tokens or more"):
+    with caplog.at_level("WARNING", logger="hf_llm"):
+        kept = drop_prompts_without_room(dataset, tiny_tokenizer, 256, strategy="truncate", split="train")
+    assert len(kept) == len(ANSWERS)  # a prompt that fills --max_length leaves nothing to learn: dropped, and said so
+    assert "1 of 5 examples whose prompt leaves no room for an answer (20.0%) are longer than --max_length 256" in (
+        caplog.text
+    )
+    with pytest.raises(DataError, match=r"split 'train': 1 of 5 examples \(20.0%\) are longer than --max_length 256"):
         drop_prompts_without_room(dataset, tiny_tokenizer, 256, strategy="error", split="train")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 from transformers.utils import logging
@@ -66,6 +68,77 @@ def count_overlong(dataset: Dataset | DatasetDict, max_length: int, *, column: s
     return sum(sum(n > max_length for n in _lengths(ds, column, split)) for split, ds in _splits(dataset).items())
 
 
+def _describe_overlong(
+    overlong: list[int], lengths: Sequence[int], total: int, *, split: str | None, what: str, limit: str
+) -> str:
+    """How every stage counts its over-long examples, in the same words."""
+    where = f"split {split!r}" if split else "dataset"
+    return (
+        f"{where}: {len(overlong)} of {total} {what} ({100 * len(overlong) / total:.1f}%) are longer than {limit} "
+        f"(longest: {max(lengths)} tokens; first: row {overlong[0]})"
+    )
+
+
+def handle_overlong(
+    dataset: Dataset,
+    lengths: Sequence[int],
+    max_length: int,
+    strategy: str,
+    *,
+    split: str | None,
+    what: str,
+    limit: str,
+    fix: str,
+    truncate: Callable[[Dataset], Dataset] | None = None,
+    kept: str = "",
+) -> Dataset:
+    """
+    The one over-long policy (`--overlong_strategy`) of every stage: an example is over-long when its length is
+    greater than `max_length`; the over-long ones are counted and reported in the same words at every stage, then
+    truncated, dropped or refused. Never silent.
+
+    Args:
+        dataset (`Dataset`): One split.
+        lengths (`Sequence[int]`): The length that must not exceed `max_length`, per example (e.g. a prompt plus the
+            one answer token it must leave room for).
+        max_length (`int`): The limit.
+        strategy (`str`): `"truncate"`, `"drop"` or `"error"`.
+        split (`str`, *optional*): The split's name, for the message.
+        what (`str`): What is counted, plural (`"examples"`, `"preference pairs"`, `"prompts"`).
+        limit (`str`): The limit as the user sets it (`"--max_length 512 tokens"`).
+        fix (`str`): What the user can change to keep them whole.
+        truncate (`Callable`, *optional*): Cuts every over-long example to fit; `None` when a cut example would teach
+            nothing (a prompt that fills the context), so `"truncate"` drops them instead, and says so.
+        kept (`str`, defaults to `""`): What truncation keeps, for the message (`"the last tokens (the answer and
+            eos the reward head reads)"`).
+
+    Returns:
+        `Dataset`: No example over the limit.
+
+    Raises:
+        `DataError`: With `"error"` and any over-long example, or when every example is over-long and would go.
+    """
+    if strategy not in OVERLONG_STRATEGIES:
+        raise DataError(f"--overlong_strategy must be one of {list(OVERLONG_STRATEGIES)}, got {strategy!r}")
+    overlong = [index for index, length in enumerate(lengths) if length > max_length]
+    if not overlong:
+        return dataset
+    message = _describe_overlong(overlong, lengths, len(dataset), split=split, what=what, limit=limit)
+    if strategy == "error":
+        raise DataError(f"{message}; {fix}, or pass --overlong_strategy truncate or drop")
+    if strategy == "truncate" and truncate is not None:
+        logger.warning(
+            f"{message}: truncated them to {kept or 'fit'} (--overlong_strategy truncate); {fix} to keep them whole"
+        )
+        return truncate(dataset)
+    if len(overlong) == len(dataset):
+        raise DataError(f"{message}: every one of them; {fix}")
+    why = " (cut to fit, they would leave nothing to learn)" if strategy == "truncate" else ""
+    logger.warning(f"{message}: dropped them{why} (--overlong_strategy {strategy}); {fix} to keep them")
+    dropped = set(overlong)
+    return dataset.select([index for index in range(len(dataset)) if index not in dropped])
+
+
 def apply_overlong_strategy(
     dataset: Dataset | DatasetDict,
     max_length: int,
@@ -73,9 +146,12 @@ def apply_overlong_strategy(
     *,
     column: str = "input_ids",
     num_proc: int | None = None,
+    limit: str | None = None,
+    fix: str = "raise --max_seq_length",
 ) -> Dataset | DatasetDict:
     """
-    Count the examples longer than `max_length`, report them, then truncate, drop or refuse them.
+    [`handle_overlong`] for tokenized data: examples with more than `max_length` entries in `column` are counted and
+    reported, then truncated to their first `max_length` tokens, dropped or refused.
 
     Args:
         dataset (`Dataset` or `DatasetDict`): Tokenized data.
@@ -83,40 +159,85 @@ def apply_overlong_strategy(
         strategy (`str`): `"truncate"` (also cuts `attention_mask`, `labels` and `token_type_ids`), `"drop"` or
             `"error"` (`--overlong_strategy`).
         column (`str`, defaults to `"input_ids"`): Column whose length is checked.
-        num_proc (`int`, *optional*): Processes for `Dataset.map`/`filter`.
+        num_proc (`int`, *optional*): Processes for `Dataset.map`.
+        limit (`str`, *optional*): The limit as the user sets it; defaults to `--max_seq_length {max_length}`.
+        fix (`str`, defaults to `"raise --max_seq_length"`): What the user can change.
 
     Returns:
         The dataset with no example longer than `max_length`.
     """
-    if strategy not in OVERLONG_STRATEGIES:
-        raise DataError(f"--overlong_strategy must be one of {list(OVERLONG_STRATEGIES)}, got {strategy!r}")
     out = {}
     for split, ds in _splits(dataset).items():
-        lengths = _lengths(ds, column, split)
-        overlong = sum(n > max_length for n in lengths)
-        where = f"split {split!r}" if split else "dataset"
-        if overlong == 0:
-            out[split] = ds
-            continue
-        message = (
-            f"{where}: {overlong} of {len(ds)} examples ({100 * overlong / len(ds):.1f}%) are longer than "
-            f"--max_seq_length {max_length} (longest: {max(lengths)} tokens)"
-        )
-        if strategy == "error":
-            raise DataError(f"{message}; raise --max_seq_length or pass --overlong_strategy truncate or drop")
-        if strategy == "drop":
-            ds = ds.filter(
-                lambda b: [len(x) <= max_length for x in b[column]], batched=True, num_proc=num_proc, desc="Dropping"
-            )
-            logger.warning(f"{message}: dropped them (--overlong_strategy drop)")
-        else:
-            cut = [c for c in (column, "attention_mask", "labels", "token_type_ids") if c in ds.column_names]
-            ds = ds.map(
-                lambda b, cut=cut: {c: [x[:max_length] for x in b[c]] for c in cut},
+        cut = [c for c in (column, "attention_mask", "labels", "token_type_ids") if c in ds.column_names]
+
+        def keep_the_start(rows: Dataset, cut: list[str] = cut) -> Dataset:
+            return rows.map(
+                lambda b: {c: [x[:max_length] for x in b[c]] for c in cut},
                 batched=True,
                 num_proc=num_proc,
                 desc="Truncating",
             )
-            logger.warning(f"{message}: truncated them (--overlong_strategy truncate)")
-        out[split] = ds
+
+        out[split] = handle_overlong(
+            ds,
+            _lengths(ds, column, split),
+            max_length,
+            strategy,
+            split=split,
+            what="examples",
+            limit=limit or f"--max_seq_length {max_length}",
+            fix=fix,
+            truncate=keep_the_start,
+            kept="their first tokens",
+        )
     return DatasetDict(out) if isinstance(dataset, DatasetDict) else out[None]
+
+
+def handle_overlong_completions(
+    dataset: Dataset,
+    prompt_lengths: Sequence[int],
+    lengths: Sequence[int],
+    max_length: int,
+    strategy: str,
+    *,
+    split: str | None,
+    what: str,
+    limit: str,
+    fix: str,
+) -> Dataset:
+    """
+    [`handle_overlong`] for prompt + answer data that TRL truncates itself (SFT, DPO): with `"truncate"`, TRL keeps
+    each sequence's first `max_length` tokens (the answer's end is cut, and its eos), which is counted and reported
+    here, and the examples whose prompt leaves no room for one answer token are dropped (TRL would drop them with only
+    a progress bar). `"drop"` and `"error"` apply to every over-long example.
+
+    Args:
+        dataset (`Dataset`): One split.
+        prompt_lengths (`Sequence[int]`): Tokens in each prompt.
+        lengths (`Sequence[int]`): Tokens in each prompt + answer (the longer answer of a pair).
+        max_length (`int`): TRL's `--max_length`.
+        strategy (`str`): `--overlong_strategy`.
+        split, what, limit, fix: As for [`handle_overlong`].
+
+    Returns:
+        `Dataset`: The examples the stage trains on.
+    """
+    if strategy != "truncate":
+        return handle_overlong(dataset, lengths, max_length, strategy, split=split, what=what, limit=limit, fix=fix)
+    cut = [index for index, (p, n) in enumerate(zip(prompt_lengths, lengths, strict=True)) if p < max_length < n]
+    if cut:
+        message = _describe_overlong(cut, lengths, len(dataset), split=split, what=what, limit=limit)
+        logger.warning(
+            f"{message}: TRL trains on their first {max_length} tokens, the answer's end cut (--overlong_strategy "
+            f"truncate); {fix} to keep them whole"
+        )
+    return handle_overlong(
+        dataset,
+        [length + 1 for length in prompt_lengths],  # a prompt must leave room for one answer token
+        max_length,
+        "truncate",
+        split=split,
+        what=f"{what} whose prompt leaves no room for an answer",
+        limit=limit,
+        fix=fix,
+    )

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -38,6 +37,7 @@ from transformers.utils import logging
 
 from hf_llm.data import DataError
 from hf_llm.data.formatting import chat_prompt, preference_conversation, preference_texts
+from hf_llm.data.validation import handle_overlong, handle_overlong_completions
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -120,33 +120,6 @@ def prepare_preference_dataset(dataset: DatasetDict, source: str) -> DatasetDict
     )
 
 
-def _handle_overlong(
-    dataset: Dataset,
-    overlong: list[int],
-    *,
-    strategy: str,
-    split: str,
-    what: str,
-    limit: str,
-    fix: str,
-    truncate: Callable[[Dataset], Dataset] | None = None,
-) -> Dataset:
-    """Truncate, drop or refuse the rows `overlong`, always counting and reporting them."""
-    if not overlong:
-        return dataset
-    share = f"{len(overlong)} of {len(dataset)} {split} {what} (first: row {overlong[0]})"
-    if strategy == "error":
-        raise DataError(f"{share} exceed {limit}; {fix}, or pass --overlong_strategy truncate or drop.")
-    if strategy == "truncate" and truncate is not None:
-        logger.warning(f"Truncated {share} longer than {limit}; {fix} to keep them whole.")
-        return truncate(dataset)
-    if len(overlong) == len(dataset):
-        raise DataError(f"every one of the {share} exceeds {limit}; {fix}.")
-    logger.warning(f"Dropped {share} longer than {limit}; {fix}, or pass --overlong_strategy truncate to keep them.")
-    dropped = set(overlong)
-    return dataset.select([i for i in range(len(dataset)) if i not in dropped])
-
-
 def tokenize_reward_pairs(
     dataset: Dataset,
     tokenizer: PreTrainedTokenizerBase,
@@ -181,7 +154,6 @@ def tokenize_reward_pairs(
 
     tokenized = dataset.map(tokenize, remove_columns=dataset.column_names, desc=f"Tokenizing {split} pairs")
     lengths = [max(len(c), len(r)) for c, r in zip(tokenized["chosen_ids"], tokenized["rejected_ids"], strict=True)]
-    overlong = [i for i, length in enumerate(lengths) if length > max_length]
 
     def keep_the_end(rows: Dataset) -> Dataset:
         return rows.map(
@@ -189,15 +161,17 @@ def tokenize_reward_pairs(
             batched=True,
         )
 
-    return _handle_overlong(
+    return handle_overlong(
         tokenized,
-        overlong,
-        strategy=strategy,
+        lengths,
+        max_length,
+        strategy,
         split=split,
         what="preference pairs",
         limit=f"--max_length {max_length} tokens",
         fix="raise --max_length (up to the model's context) or shorten the texts",
         truncate=keep_the_end,
+        kept="their last tokens (the answer and eos the reward head reads)",
     )
 
 
@@ -226,33 +200,16 @@ def count_overlong_dpo_pairs(
         for pair in pairs
     ]
     prompt_lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"]]
-    overlong = [i for i, length in enumerate(lengths) if length > max_length]
-    fix = "raise --max_length (up to the model's context) or shorten the texts"
-    if strategy == "truncate":
-        no_answer = [i for i in overlong if prompt_lengths[i] >= max_length]
-        if len(overlong) > len(no_answer):
-            logger.warning(
-                f"{len(overlong) - len(no_answer)} of {len(dataset)} {split} preference pairs are longer than "
-                f"--max_length {max_length} tokens: DPO trains on their first {max_length} tokens; {fix} to keep "
-                "them whole."
-            )
-        return _handle_overlong(
-            dataset,
-            no_answer,
-            strategy="drop",
-            split=split,
-            what="preference pairs whose prompt leaves no room for an answer",
-            limit=f"--max_length {max_length} tokens",
-            fix=fix,
-        )
-    return _handle_overlong(
+    return handle_overlong_completions(
         dataset,
-        overlong,
-        strategy=strategy,
+        prompt_lengths,
+        lengths,
+        max_length,
+        strategy,
         split=split,
         what="preference pairs",
         limit=f"--max_length {max_length} tokens",
-        fix=fix,
+        fix="raise --max_length (up to the model's context) or shorten the texts",
     )
 
 
@@ -287,11 +244,11 @@ def tokenize_prompts(
     from datasets import Dataset
 
     tokenized = Dataset.from_dict({"input_ids": ids})
-    overlong = [i for i, row in enumerate(ids) if len(row) > max_prompt_length]
-    return _handle_overlong(
+    return handle_overlong(
         tokenized,
-        overlong,
-        strategy=strategy,
+        [len(row) for row in ids],
+        max_prompt_length,
+        strategy,
         split=split,
         what="prompts",
         limit=f"{max_prompt_length} tokens (the context minus --response_length)",
@@ -299,6 +256,7 @@ def tokenize_prompts(
         truncate=lambda rows: rows.map(
             lambda b: {"input_ids": [row[-max_prompt_length:] for row in b["input_ids"]]}, batched=True
         ),
+        kept="their last tokens (the end the policy continues)",
     )
 
 

@@ -1,5 +1,5 @@
 """What fine-tuning itself needs, shared by every fine-tuning stage: TRL configs that start on a CPU, the LoRA
-config of a stage, parameter counts, and over-long examples dropped with a count.
+config of a stage and parameter counts. (Over-long examples: `hf_llm.data.validation.handle_overlong`.)
 
 The `classifier`, `sft`, `reward`, `ppo` and `dpo` scripts parse TRL's `ModelConfig` (`--model_name_or_path`,
 `--use_peft`, `--lora_*`, `--load_in_4bit` / `--load_in_8bit`, `--dtype`, `--attn_implementation`). Loading the base
@@ -16,18 +16,15 @@ What these helpers encode is in docs/fine-tuning.md (PEFT's default targets, the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers.utils import logging
 
-from hf_llm.data import DataError
 from hf_llm.loading import accelerator_available
 from hf_llm.stages import STAGES
 
 if TYPE_CHECKING:
-    from datasets import Dataset
     from peft import PeftConfig
     from trl import ModelConfig
 
@@ -104,58 +101,3 @@ def count_trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """`(trainable, total)` parameter counts (a 4-bit weight counts as its stored elements)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Dropped examples
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def drop_overlong_examples(
-    dataset: Dataset,
-    lengths: Sequence[int],
-    max_length: int,
-    *,
-    strategy: str,
-    split: str,
-    what: str,
-    fix: str,
-) -> Dataset:
-    """
-    Remove examples whose `lengths[i] >= max_length` (e.g. a prompt that leaves no room for a response), counting and
-    reporting them; never in silence.
-
-    Args:
-        dataset (`datasets.Dataset`): One split.
-        lengths (`Sequence[int]`): The length that must stay under `max_length`, per example.
-        max_length (`int`): The limit (TRL's `--max_length`).
-        strategy (`str`): `--overlong_strategy`: `"error"` raises on the first such example; `"drop"` and
-            `"truncate"` drop them with a warning (a prompt cut to fit leaves nothing to learn from).
-        split (`str`): The split's name, for the messages.
-        what (`str`): What is too long, e.g. `"prompt"`.
-        fix (`str`): What the user can change, e.g. `"raise --max_length or shorten the prompts"`.
-
-    Returns:
-        `datasets.Dataset`: The kept examples.
-
-    Raises:
-        `DataError`: With `strategy="error"` and an over-long example, or when every example is over-long.
-    """
-    overlong = [i for i, length in enumerate(lengths) if length >= max_length]
-    if not overlong:
-        return dataset
-    first = overlong[0]
-    where = f"split {split!r}, example {first}: {what} of {lengths[first]} tokens >= --max_length {max_length}"
-    if strategy == "error":
-        raise DataError(
-            f"{len(overlong)} of {len(dataset)} examples have a {what} of --max_length {max_length} tokens or more "
-            f"({where}); {fix}, or pass --overlong_strategy drop to drop them."
-        )
-    if len(overlong) == len(dataset):
-        raise DataError(f"every example of split {split!r} has a {what} of --max_length {max_length} or more; {fix}.")
-    logger.warning(
-        f"Dropped {len(overlong)} of {len(dataset)} {split} examples whose {what} is --max_length {max_length} tokens "
-        f"or more (first: {where}); {fix} to keep them."
-    )
-    overlong_set = set(overlong)
-    return dataset.select([i for i in range(len(dataset)) if i not in overlong_set])

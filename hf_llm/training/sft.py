@@ -20,9 +20,9 @@ from trl import SFTConfig as TRLSFTConfig
 
 from hf_llm.data import DataError
 from hf_llm.data.formatting import alpaca_messages
+from hf_llm.data.validation import handle_overlong_completions
 
 from .callbacks import _add_to_logs
-from .finetuning import drop_overlong_examples
 from .output_dir import OutputDirArguments
 
 logger = logging.get_logger(__name__)
@@ -128,9 +128,10 @@ def drop_prompts_without_room(
     dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, *, strategy: str, split: str
 ) -> Dataset:
     """
-    Count and drop (or, with `--overlong_strategy error`, refuse) examples whose prompt leaves no room for a response
-    within `max_length`: TRL would drop them after truncation with only a progress bar. Examples whose response is
-    cut short are counted and reported too (they train on the part that fits).
+    `--overlong_strategy` for SFT ([`hf_llm.data.validation.handle_overlong_completions`]): with `truncate`, examples
+    longer than `max_length` are counted and train on their first `max_length` tokens, and those whose prompt leaves no
+    room for a response are dropped (TRL would drop them with only a progress bar); `drop` and `error` apply to every
+    over-long example.
 
     Args:
         dataset (`Dataset`): A split from [`to_sft_dataset`].
@@ -143,20 +144,16 @@ def drop_prompts_without_room(
         `Dataset`: The examples that keep at least one response token.
     """
     prompts, fulls = prompt_lengths(dataset, tokenizer)
-    cut = sum(p < max_length < f for p, f in zip(prompts, fulls, strict=True))
-    if cut:
-        logger.warning(
-            f"{cut} of {len(dataset)} {split} examples are longer than --max_length {max_length}: their responses are "
-            "cut to fit (and lose their eos)."
-        )
-    return drop_overlong_examples(
+    return handle_overlong_completions(
         dataset,
         prompts,
+        fulls,
         max_length,
-        strategy=strategy,
+        strategy,
         split=split,
-        what="prompt",
-        fix="raise --max_length (at most the model's context) or shorten the prompts",
+        what="examples",
+        limit=f"--max_length {max_length} tokens",
+        fix="raise --max_length (at most the model's context) or shorten the texts",
     )
 
 
