@@ -62,20 +62,16 @@ def pretrain_text_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def run_pretrain():
     """`run_pretrain(argv) -> metrics`: parse `argv` as `train_scripts/pretrain.py` does and run its `main` here."""
-    import importlib.util
-
     from trl import TrlParser
 
     from hf_llm.data import DataArguments
     from hf_llm.training import ModelArguments, PretrainConfig
 
-    spec = importlib.util.spec_from_file_location("hf_llm_pretrain_script", PRETRAIN_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    main = script_main("pretrain")
 
     def run(argv: list[str]) -> dict:
         parser = TrlParser((ModelArguments, DataArguments, PretrainConfig))
-        return module.main(*parser.parse_args_and_config([str(a) for a in argv]))
+        return main(*parser.parse_args_and_config([str(a) for a in argv]))
 
     return run
 
@@ -136,7 +132,7 @@ def tiny_gpt_config(tokenizer, **overrides):
 
 
 # ---- alignment fixtures (train_scripts/reward.py, ppo.py, dpo.py) ----
-ALIGNMENT_SCRIPTS = {"reward": "RewardConfig", "ppo": "PPOConfig", "dpo": "DPOConfig"}
+ALIGNMENT_CONFIGS = {"reward": "RewardConfig", "ppo": "PPOConfig", "dpo": "DPOConfig"}
 
 
 @pytest.fixture(scope="session")
@@ -184,11 +180,20 @@ def tiny_preference_file(tmp_path_factory):
     return str(path)
 
 
+def script_main(name: str):
+    """The `main` of `train_scripts/<name>.py`, read from the file as `python train_scripts/<name>.py` runs it (the
+    scripts are entry points, not a package; their configs live in `hf_llm.training`)."""
+    import runpy
+
+    return runpy.run_path(os.path.join(REPO_ROOT, "train_scripts", f"{name}.py"))["main"]
+
+
 @pytest.fixture(scope="session")
 def run_alignment_script():
     """`run(name, argv)`: parse `argv` as `train_scripts/<name>.py` does (reward, ppo, dpo) and run its `main` here,
-    inside `exit_on_user_error` (a user's mistake exits 2 with one line on stderr). Returns `(module, metrics)`."""
-    import importlib.util
+    inside `exit_on_user_error` (a user's mistake exits 2 with one line on stderr). Returns `(main, metrics)`;
+    `run.main(name)` is the `main` a run uses (patch names in `main.__globals__` to plant a failure)."""
+    import importlib
 
     from trl import ModelConfig, TrlParser
 
@@ -196,25 +201,20 @@ def run_alignment_script():
     from hf_llm.errors import exit_on_user_error
     from hf_llm.training.finetuning import apply_cpu_safe_defaults
 
-    modules = {}
+    mains = {}
 
-    def load(name):
-        if name not in modules:
-            spec = importlib.util.spec_from_file_location(
-                f"hf_llm_{name}_script", os.path.join(REPO_ROOT, "train_scripts", f"{name}.py")
-            )
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-            spec.loader.exec_module(module)
-            modules[name] = module
-        return modules[name]
+    def main_of(name):
+        if name not in mains:
+            mains[name] = script_main(name)
+        return mains[name]
 
     def run(name: str, argv: list[str]):
-        module = load(name)
-        parser = TrlParser((ModelConfig, DataArguments, getattr(module, ALIGNMENT_SCRIPTS[name])))
+        main = main_of(name)
+        config = getattr(importlib.import_module(f"hf_llm.training.{name}"), ALIGNMENT_CONFIGS[name])
+        parser = TrlParser((ModelConfig, DataArguments, config))
         apply_cpu_safe_defaults(parser)
         with exit_on_user_error(f"{name}.py"):
-            return module, module.main(*parser.parse_args_and_config([str(a) for a in argv]))
+            return main, main(*parser.parse_args_and_config([str(a) for a in argv]))
 
-    run.load = load
+    run.main = main_of
     return run

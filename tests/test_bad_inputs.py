@@ -6,7 +6,6 @@ The cases run `train_scripts/pretrain.py`'s `main` in-process, wrapped as its `_
 """
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PRETRAIN_SCRIPT, REPO_ROOT, TINY_PRETRAIN_ARGS
+from conftest import PRETRAIN_SCRIPT, REPO_ROOT, TINY_PRETRAIN_ARGS, script_main
 
 from hf_llm.data import DataArguments
 from hf_llm.errors import exit_on_user_error
@@ -28,10 +27,7 @@ RESUME = ["--resume_from_checkpoint", "latest"]
 
 @pytest.fixture(scope="module")
 def pretrain_main():
-    spec = importlib.util.spec_from_file_location("hf_llm_pretrain_script_bad_inputs", PRETRAIN_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return script_main("pretrain")
 
 
 def run(pretrain_main, argv) -> None:

@@ -46,12 +46,10 @@ def test_dpo_saves_a_loadable_policy_and_reports_win_rate(
 def test_a_win_rate_failure_after_training_keeps_the_saved_model_and_says_where(
     run_alignment_script, tiny_sft_dir, tiny_reward_dir, tiny_preference_file, tmp_path, monkeypatch, capsys
 ):
-    module = run_alignment_script.load("dpo")
-
     def broken_win_rate(*args, **kwargs):
         raise RuntimeError("the reward model ran out of positions")
 
-    monkeypatch.setattr(module, "held_out_win_rate", broken_win_rate)
+    monkeypatch.setitem(run_alignment_script.main("dpo").__globals__, "held_out_win_rate", broken_win_rate)
     output_dir = tmp_path / "dpo"
     argv = ["--model_name_or_path", tiny_sft_dir, "--reward_model_path", tiny_reward_dir, "--dataset_name",
             tiny_preference_file, "--output_dir", output_dir, "--use_peft", "false", *DPO_ARGS]  # fmt: skip

@@ -64,8 +64,9 @@ def test_ppo_saves_a_policy_that_generates_and_a_value_model(
 
 
 @pytest.mark.slow
-def test_reference_model_is_unchanged_by_ppo(run_alignment_script, tiny_tokenizer, tmp_path):
-    script = run_alignment_script.load("ppo")
+def test_reference_model_is_unchanged_by_ppo(tiny_tokenizer, tmp_path):
+    from hf_llm.training.ppo import AtomicPPOTrainer, PPOConfig
+
     torch.manual_seed(0)
     policy = GPTForCausalLM(tiny_gpt_config(tiny_tokenizer))
     reference = copy.deepcopy(policy)
@@ -73,12 +74,12 @@ def test_reference_model_is_unchanged_by_ppo(run_alignment_script, tiny_tokenize
     prompts = [[{"role": "user", "content": f"What does item {i} do?"}] for i in range(8)]
     ids = [tiny_tokenizer.apply_chat_template(p, add_generation_prompt=True) for p in prompts]
     data = Dataset.from_dict({"input_ids": [row["input_ids"] if hasattr(row, "keys") else row for row in ids]})
-    config = script.PPOConfig(
+    config = PPOConfig(
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, total_episodes=8, num_ppo_epochs=2,
         response_length=6, learning_rate=1e-3, report_to="none", use_cpu=True, bf16=False, save_strategy="no",
         gradient_checkpointing=False, num_sample_generations=0, reward_model_path="unused", disable_tqdm=True,
     )  # fmt: skip
-    trainer = script.PPOTrainer(
+    trainer = AtomicPPOTrainer(
         args=config,
         processing_class=tiny_tokenizer,
         model=policy,

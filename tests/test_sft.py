@@ -1,10 +1,8 @@
 """train_scripts/sft.py and hf_llm.training.sft on a tiny GPT: response-only labels, packing, QLoRA, dropped
 examples, errors, merge, BLEU generations."""
 
-import importlib.util
 import json
 import os
-import sys
 
 import pytest
 import torch
@@ -46,22 +44,15 @@ def alpaca_dir(tmp_path_factory):
     return str(folder)
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location(
-        "hf_llm_sft_script", os.path.join(REPO_ROOT, "train_scripts", "sft.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_sft(argv):
+    """What `python train_scripts/sft.py ARGV` does, in this process."""
+    import runpy
+
     from hf_llm.errors import exit_on_user_error
 
-    module = load_script()
+    script = runpy.run_path(os.path.join(REPO_ROOT, "train_scripts", "sft.py"))
     with exit_on_user_error("sft.py"):
-        return module.main(*module.make_parser().parse_args_and_config([str(a) for a in argv]))
+        return script["main"](*script["make_parser"]().parse_args_and_config([str(a) for a in argv]))
 
 
 def common_args(base, data, output_dir):

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import logging as std_logging
 import os
-from dataclasses import dataclass, field
 
-import trl
 from transformers import set_seed
 from transformers.utils import logging
 from trl import ModelConfig
@@ -46,9 +44,7 @@ from hf_llm.loading import (
     resolve_sft_checkpoint,
 )
 from hf_llm.training import (
-    AtomicCheckpointMixin,
     NonFiniteGuardCallback,
-    OutputDirArguments,
     RecipeParser,
     ThroughputCallback,
     add_callbacks,
@@ -58,47 +54,10 @@ from hf_llm.training import (
     save_and_push,
 )
 from hf_llm.training.alignment import count_overlong_dpo_pairs, held_out_win_rate, prepare_preference_dataset
+from hf_llm.training.dpo import AtomicDPOTrainer, DPOConfig
 from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
 
 logger = logging.get_logger("hf_llm.dpo")
-
-
-@dataclass
-class DPOConfig(OutputDirArguments, trl.DPOConfig):
-    """
-    TRL's `DPOConfig` (every flag works unchanged) plus:
-
-    Args:
-        overwrite_output_dir (`bool`, defaults to `False`):
-            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
-        max_length (`int`, *optional*):
-            Most tokens in `prompt + answer`; defaults to the model's context (TRL's 1024 would exceed it).
-        reward_model_path (`str`, *optional*):
-            A `reward.py` output that scores greedy answers to held-out prompts before and after training (mean
-            reward, win rate over the SFT model). Without it no win rate is reported.
-        win_rate_samples (`int`, defaults to 64):
-            Held-out prompts (from the validation split) the win rate is measured on; 0 turns it off.
-        win_rate_max_new_tokens (`int`, defaults to 64):
-            Most tokens per greedy answer in that measurement.
-        merge_adapter (`bool`, defaults to `False`):
-            After LoRA training, also write a standalone merged policy to `OUTPUT_DIR/merged`.
-    """
-
-    max_length: int | None = field(
-        default=None, metadata={"help": "Most tokens in prompt + answer; default: the model's context."}
-    )
-    reward_model_path: str | None = field(
-        default=None, metadata={"help": "reward.py output that scores held-out answers (win rate vs. SFT)."}
-    )
-    win_rate_samples: int = field(default=64, metadata={"help": "Held-out prompts for the win rate (0: off)."})
-    win_rate_max_new_tokens: int = field(default=64, metadata={"help": "Most tokens per greedy held-out answer."})
-    merge_adapter: bool = field(
-        default=False, metadata={"help": "After LoRA training, also save a merged policy in OUTPUT_DIR/merged."}
-    )
-
-
-class DPOTrainer(AtomicCheckpointMixin, trl.DPOTrainer):
-    """TRL's `DPOTrainer` with atomic checkpoints."""
 
 
 def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOConfig) -> dict[str, float]:
@@ -128,23 +87,29 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOCo
     ###################
     sft_model = model_args.model_name_or_path
     with training_args.main_process_first(desc="preparing the SFT model"):
-        if sft_model is not None:
-            model_args.model_name_or_path = resolve_sft_checkpoint(sft_model)
-        tokenizer = load_tokenizer_for_stage(model_args, "dpo", trust_remote_code=training_args.trust_remote_code)
+        # The SFT model as one standalone checkpoint (an adapter is merged once), loaded by its own name.
+        sft_path = resolve_sft_checkpoint(sft_model) if sft_model is not None else None
+        tokenizer = load_tokenizer_for_stage(
+            model_args, "dpo", model_name_or_path=sft_path, trust_remote_code=training_args.trust_remote_code
+        )
         model = load_model_for_stage(
             model_args,
             "dpo",
             tokenizer,
+            model_name_or_path=sft_path,
             trust_remote_code=training_args.trust_remote_code,
             gradient_checkpointing=training_args.gradient_checkpointing,
         )
         peft_config = get_stage_peft_config(model_args, "dpo")
         # LoRA: the reference is the policy with its adapter disabled. Full: an explicit frozen copy of the SFT model.
-        ref_model = None if peft_config is not None else load_model_for_stage(model_args, "dpo", tokenizer)
+        ref_model = (
+            None
+            if peft_config is not None
+            else load_model_for_stage(model_args, "dpo", tokenizer, model_name_or_path=sft_path)
+        )
         reward_model = None
         if training_args.reward_model_path and training_args.win_rate_samples > 0:
             reward_model = load_reward_model(training_args.reward_model_path)
-    sft_path, model_args.model_name_or_path = model_args.model_name_or_path, sft_model
     check_checkpoint_matches_model(resume_checkpoint, model)
     context = model.config.max_position_embeddings
     if training_args.max_length is None or training_args.max_length > context:
@@ -167,7 +132,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOCo
     ###################
     # Training
     ###################
-    trainer = DPOTrainer(
+    trainer = AtomicDPOTrainer(
         model=model,
         ref_model=ref_model,
         args=training_args,

@@ -29,15 +29,11 @@ from __future__ import annotations
 
 import logging as std_logging
 import os
-from dataclasses import dataclass, field
 
 from accelerate import PartialState
 from transformers import set_seed
 from transformers.utils import logging
 from trl import ModelConfig
-
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # we know: see the module docstring
-from trl.experimental import ppo as trl_ppo  # noqa: E402
 
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
@@ -52,9 +48,7 @@ from hf_llm.loading import (
     resolve_sft_checkpoint,
 )
 from hf_llm.training import (
-    AtomicCheckpointMixin,
     NonFiniteGuardCallback,
-    OutputDirArguments,
     RecipeParser,
     ThroughputCallback,
     add_callbacks,
@@ -65,73 +59,9 @@ from hf_llm.training import (
 from hf_llm.training.alignment import LeftPaddingCollator, PPOMonitorCallback, held_out_win_rate, tokenize_prompts
 from hf_llm.training.distributed import check_sharding
 from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
+from hf_llm.training.ppo import VALUE_MODEL_DIR_NAME, AtomicPPOTrainer, PPOConfig
 
 logger = logging.get_logger("hf_llm.ppo")
-
-VALUE_MODEL_DIR_NAME = "value_model"
-
-
-@dataclass
-class PPOConfig(OutputDirArguments, trl_ppo.PPOConfig):
-    """
-    TRL's `PPOConfig` (every flag works unchanged) plus:
-
-    Args:
-        overwrite_output_dir (`bool`, defaults to `False`):
-            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
-        reward_model_path (`str`):
-            The reward model (a `reward.py` output: full, merged or LoRA adapter). Required.
-        value_model_path (`str`, *optional*):
-            Where the value model starts; defaults to `reward_model_path` (a trainable copy of the reward model).
-        stop_token (`str`, defaults to `"eos"`):
-            Responses end at the tokenizer's eos (TRL's default, `None`, scores everything up to `response_length`).
-        prompt_format (`str`, defaults to `"instruction"`):
-            Data format the prompts are read from: `"instruction"` (`instruction`/`input` or `messages`) or
-            `"preference"` (the `prompt` column of preference pairs).
-        kl_alarm (`float`, *optional*):
-            Warn when `objective/kl` goes above it.
-        reward_collapse_drop (`float`, *optional*, defaults to 1.0):
-            Warn when the mean reward, averaged over the last 8 updates, falls this far below its best such average.
-        win_rate_samples (`int`, defaults to 64):
-            Held-out prompts (validation split) the win rate over the SFT model is measured on; 0 turns it off.
-        win_rate_max_new_tokens (`int`, *optional*):
-            Most tokens per greedy answer in that measurement; defaults to `response_length`.
-        merge_adapter (`bool`, defaults to `False`):
-            After LoRA training, also write a standalone merged policy to `OUTPUT_DIR/merged`.
-        trust_remote_code (`bool`, defaults to `False`):
-            Allow custom code from the Hub when loading the models (as the other stages' TRL configs do).
-    """
-
-    reward_model_path: str | None = field(default=None, metadata={"help": "The reward model (reward.py output)."})
-    value_model_path: str | None = field(
-        default=None, metadata={"help": "Where the value model starts; default: --reward_model_path."}
-    )
-    stop_token: str | None = field(default="eos", metadata={"help": "Responses end at eos ('eos') or never (None)."})
-    prompt_format: str = field(
-        default="instruction", metadata={"help": "Where prompts come from: 'instruction' or 'preference' data."}
-    )
-    kl_alarm: float | None = field(default=None, metadata={"help": "Warn when objective/kl goes above it."})
-    reward_collapse_drop: float | None = field(
-        default=1.0,
-        metadata={"help": "Warn when the mean reward (averaged over 8 updates) falls this far below its best."},
-    )
-    win_rate_samples: int = field(default=64, metadata={"help": "Held-out prompts for the win rate (0: off)."})
-    win_rate_max_new_tokens: int | None = field(
-        default=None, metadata={"help": "Most tokens per greedy held-out answer; default: --response_length."}
-    )
-    merge_adapter: bool = field(
-        default=False, metadata={"help": "After LoRA training, also save a merged policy in OUTPUT_DIR/merged."}
-    )
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the Hub."})
-
-    def __post_init__(self):
-        if self.prompt_format not in ("instruction", "preference"):
-            raise UsageError(f"--prompt_format must be 'instruction' or 'preference', got {self.prompt_format!r}")
-        super().__post_init__()
-
-
-class PPOTrainer(AtomicCheckpointMixin, trl_ppo.PPOTrainer):
-    """TRL's `PPOTrainer` with atomic checkpoints (policy, optimizer and trainer state in `checkpoint-N`)."""
 
 
 def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOConfig) -> dict[str, float]:
@@ -167,23 +97,29 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
     ###################
     sft_model = model_args.model_name_or_path
     with PartialState().main_process_first():  # PPOConfig.world_size shadows main_process_first's
-        if sft_model is not None:
-            model_args.model_name_or_path = resolve_sft_checkpoint(sft_model)
-        tokenizer = load_tokenizer_for_stage(model_args, "ppo", trust_remote_code=training_args.trust_remote_code)
+        # The SFT model as one standalone checkpoint (an adapter is merged once), loaded by its own name.
+        sft_path = resolve_sft_checkpoint(sft_model) if sft_model is not None else None
+        tokenizer = load_tokenizer_for_stage(
+            model_args, "ppo", model_name_or_path=sft_path, trust_remote_code=training_args.trust_remote_code
+        )
         policy = load_model_for_stage(
             model_args,
             "ppo",
             tokenizer,
+            model_name_or_path=sft_path,
             trust_remote_code=training_args.trust_remote_code,
             gradient_checkpointing=training_args.gradient_checkpointing,
         )
         peft_config = get_stage_peft_config(model_args, "ppo")
         # LoRA: the reference is the policy with its adapter disabled. Full: an explicit frozen copy of the SFT model.
-        ref_policy = None if peft_config is not None else load_model_for_stage(model_args, "ppo", tokenizer).eval()
+        ref_policy = (
+            None
+            if peft_config is not None
+            else load_model_for_stage(model_args, "ppo", tokenizer, model_name_or_path=sft_path).eval()
+        )
         reward_model = load_reward_model(training_args.reward_model_path)
         value_path = training_args.value_model_path or training_args.reward_model_path
         value_model = load_reward_model(value_path, what="--value_model_path")
-    sft_path, model_args.model_name_or_path = model_args.model_name_or_path, sft_model
     context = policy.config.max_position_embeddings
     if training_args.response_length >= context:
         raise UsageError(
@@ -212,7 +148,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
     ###################
     # Training
     ###################
-    trainer = PPOTrainer(
+    trainer = AtomicPPOTrainer(
         args=training_args,
         processing_class=tokenizer,
         model=policy,

@@ -70,7 +70,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
     # Model & tokenizer
     ###################
     tokenizer = prepare_tokenizer(model_args, training_args, raw["train"], resume_checkpoint=resume_checkpoint)
-    model = build_or_load_causal_lm(model_args, tokenizer)
+    model = build_or_load_causal_lm(model_args, tokenizer, trust_remote_code=training_args.trust_remote_code)
     check_checkpoint_matches_model(resume_checkpoint, model)
     max_length = model.config.max_position_embeddings
     logger.info(

@@ -29,9 +29,7 @@ Any recipe key can be overridden on the command line, e.g. `--max_steps 200 --le
 from __future__ import annotations
 
 import logging as std_logging
-from dataclasses import dataclass, field
 
-import trl
 from transformers import set_seed
 from transformers.utils import logging
 from trl import ModelConfig
@@ -48,9 +46,7 @@ from hf_llm.loading import (
     resolve_sft_checkpoint,
 )
 from hf_llm.training import (
-    AtomicCheckpointMixin,
     NonFiniteGuardCallback,
-    OutputDirArguments,
     RecipeParser,
     ThroughputCallback,
     add_callbacks,
@@ -61,34 +57,9 @@ from hf_llm.training import (
 )
 from hf_llm.training.alignment import prepare_preference_dataset, tokenize_reward_pairs
 from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
+from hf_llm.training.reward import AtomicRewardTrainer, RewardConfig
 
 logger = logging.get_logger("hf_llm.reward")
-
-
-@dataclass
-class RewardConfig(OutputDirArguments, trl.RewardConfig):
-    """
-    TRL's `RewardConfig` (every flag works unchanged) plus:
-
-    Args:
-        overwrite_output_dir (`bool`, defaults to `False`):
-            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
-        max_length (`int`, *optional*):
-            Most tokens in `prompt + answer`; defaults to the model's context (TRL's 1024 would exceed it).
-        merge_adapter (`bool`, defaults to `False`):
-            After LoRA training, also write a standalone merged reward model to `OUTPUT_DIR/merged`.
-    """
-
-    max_length: int | None = field(
-        default=None, metadata={"help": "Most tokens in prompt + answer; default: the model's context."}
-    )
-    merge_adapter: bool = field(
-        default=False, metadata={"help": "After LoRA training, also save a merged model in OUTPUT_DIR/merged."}
-    )
-
-
-class RewardTrainer(AtomicCheckpointMixin, trl.RewardTrainer):
-    """TRL's `RewardTrainer` with atomic checkpoints."""
 
 
 def main(model_args: ModelConfig, data_args: DataArguments, training_args: RewardConfig) -> dict[str, float]:
@@ -116,18 +87,20 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Rewar
     ###################
     sft_model = model_args.model_name_or_path
     with training_args.main_process_first(desc="preparing the SFT model"):
-        if sft_model is not None:
-            model_args.model_name_or_path = resolve_sft_checkpoint(sft_model)
-        tokenizer = load_tokenizer_for_stage(model_args, "reward", trust_remote_code=training_args.trust_remote_code)
+        # The SFT model as one standalone checkpoint (an adapter is merged once), loaded by its own name.
+        sft_path = resolve_sft_checkpoint(sft_model) if sft_model is not None else None
+        tokenizer = load_tokenizer_for_stage(
+            model_args, "reward", model_name_or_path=sft_path, trust_remote_code=training_args.trust_remote_code
+        )
         model = load_model_for_stage(
             model_args,
             "reward",
             tokenizer,
+            model_name_or_path=sft_path,
             trust_remote_code=training_args.trust_remote_code,
             gradient_checkpointing=training_args.gradient_checkpointing,
             num_labels=1,
         )
-    model_args.model_name_or_path = sft_model
     check_checkpoint_matches_model(resume_checkpoint, model)
     context = model.config.max_position_embeddings
     if training_args.max_length is None or training_args.max_length > context:
@@ -150,7 +123,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Rewar
     ###################
     # Training
     ###################
-    trainer = RewardTrainer(
+    trainer = AtomicRewardTrainer(
         model=model,
         args=training_args,
         train_dataset=splits["train"],

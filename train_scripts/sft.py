@@ -34,7 +34,7 @@ import logging as std_logging
 
 from transformers import set_seed
 from transformers.utils import logging
-from trl import ModelConfig, SFTTrainer
+from trl import ModelConfig
 
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
@@ -47,7 +47,6 @@ from hf_llm.loading import (
     merge_trained_adapter,
 )
 from hf_llm.training import (
-    AtomicCheckpointMixin,
     NonFiniteGuardCallback,
     PerplexityCallback,
     RecipeParser,
@@ -58,13 +57,15 @@ from hf_llm.training import (
     save_and_push,
 )
 from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
-from hf_llm.training.sft import GenerationEvalCallback, SFTConfig, drop_prompts_without_room, to_sft_dataset
+from hf_llm.training.sft import (
+    AtomicSFTTrainer,
+    GenerationEvalCallback,
+    SFTConfig,
+    drop_prompts_without_room,
+    to_sft_dataset,
+)
 
 logger = logging.get_logger("hf_llm.sft")
-
-
-class AtomicSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
-    """TRL's `SFTTrainer` with atomic checkpoints."""
 
 
 def main(model_args: ModelConfig, data_args: DataArguments, training_args: SFTConfig) -> dict[str, float]:

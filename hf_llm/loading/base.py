@@ -130,7 +130,7 @@ def check_pad_token(tokenizer: PreTrainedTokenizerBase, stage: str, *, source: s
 
 
 def load_tokenizer_for_stage(
-    model_args: ModelConfig, stage: str, *, trust_remote_code: bool = False
+    model_args: ModelConfig, stage: str, *, model_name_or_path: str | None = None, trust_remote_code: bool = False
 ) -> PreTrainedTokenizerBase:
     """
     The stage's tokenizer, from the (resolved, see [`resolve_base_model`]) `--model_name_or_path`, checked with
@@ -139,6 +139,8 @@ def load_tokenizer_for_stage(
     Args:
         model_args (`trl.ModelConfig`): `model_name_or_path` and `model_revision`.
         stage (`str`): A stage name of `hf_llm.stages.STAGES`.
+        model_name_or_path (`str`, *optional*): Load from here instead of `--model_name_or_path` (e.g. the merged SFT
+            checkpoint `resolve_sft_checkpoint` returned for it); errors still name the user's flag value.
         trust_remote_code (`bool`, defaults to `False`): Passed to `AutoTokenizer`.
 
     Returns:
@@ -150,7 +152,9 @@ def load_tokenizer_for_stage(
             "directory, a Hub repo id, or a GPT-2 checkpoint such as openai-community/gpt2)."
         )
     source = resolve_base_model(
-        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=trust_remote_code
+        model_name_or_path or model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=trust_remote_code,
     )
     revision = model_args.model_revision if not os.path.isdir(source) else None
     tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
@@ -189,6 +193,7 @@ def load_model_for_stage(
     stage: str,
     tokenizer: PreTrainedTokenizerBase,
     *,
+    model_name_or_path: str | None = None,
     trust_remote_code: bool = False,
     gradient_checkpointing: bool = False,
     **config_kwargs,
@@ -203,6 +208,8 @@ def load_model_for_stage(
         stage (`str`): A stage name of `hf_llm.stages.STAGES`.
         tokenizer (`PreTrainedTokenizerBase`): From [`load_tokenizer_for_stage`]; its pad id goes into the config and
             it must fit the embedding table.
+        model_name_or_path (`str`, *optional*): Load from here instead of `--model_name_or_path` (e.g. the merged
+            SFT checkpoint); errors still name the user's flag value.
         trust_remote_code (`bool`, defaults to `False`): Passed to `from_pretrained`.
         gradient_checkpointing (`bool`, defaults to `False`): For a quantized model, whether
             `prepare_model_for_kbit_training` turns gradient checkpointing on.
@@ -212,7 +219,9 @@ def load_model_for_stage(
         `PreTrainedModel`: The model, not yet wrapped with PEFT.
     """
     source = resolve_base_model(
-        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=trust_remote_code
+        model_name_or_path or model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=trust_remote_code,
     )
     auto_class = AutoModelForSequenceClassification if STAGES[stage].sequence_classification else AutoModelForCausalLM
     quantization_config = get_stage_quantization_config(model_args)

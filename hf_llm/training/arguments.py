@@ -66,8 +66,6 @@ class ModelArguments:
             tokenizer, a byte-level BPE tokenizer of `tokenizer_vocab_size` tokens is trained on the training split.
         tokenizer_vocab_size (`int`, defaults to 4096):
             Vocabulary size of a tokenizer trained by the script.
-        trust_remote_code (`bool`, defaults to `False`):
-            Allow custom code from the Hub. Never needed for hf_llm checkpoints when `hf_llm` is installed.
     """
 
     model_name_or_path: str | None = field(
@@ -96,7 +94,6 @@ class ModelArguments:
         default=None, metadata={"help": "Tokenizer directory or Hub id; default: the model's, or train one."}
     )
     tokenizer_vocab_size: int = field(default=4096, metadata={"help": "Vocabulary size of a tokenizer we train."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the Hub."})
 
     def __post_init__(self):
         if self.model_preset is not None and self.model_preset.strip().lower() in ("", "none"):
@@ -259,6 +256,9 @@ class PretrainConfig(OutputDirArguments, TrainingArguments):
             `"blocks"`: documents are concatenated (eos between them) and cut into `--block_size` blocks, the classic
             GPT recipe. `"padding_free"`: each batch is whole documents (cut at `--max_seq_length`) flattened into
             one row, with `position_ids` restarting per document so attention never crosses a document boundary.
+        trust_remote_code (`bool`, defaults to `False`):
+            Allow custom code shipped with a Hub checkpoint (a training flag in every stage, as in TRL's configs).
+            Never needed for hf_llm checkpoints when `hf_llm` is installed.
     """
 
     learning_rate: float = field(default=6e-4, metadata={"help": "Peak AdamW learning rate."})
@@ -287,6 +287,7 @@ class PretrainConfig(OutputDirArguments, TrainingArguments):
     ddp_find_unused_parameters: bool | None = field(
         default=False, metadata={"help": "DDP: search for unused parameters every step (GPT has none)."}
     )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the Hub."})
     packing: str = field(
         default="blocks",
         metadata={

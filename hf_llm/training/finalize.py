@@ -73,7 +73,12 @@ def prepare_tokenizer(
         if trains_tokenizer and training_args.local_process_index != 0:
             # The node's main process went first, trained the tokenizer and saved it in output_dir.
             return tokenizer_from_pretrained(training_args.output_dir, flag="--output_dir")
-        tokenizer = load_or_train_tokenizer(model_args, train_split, resume_checkpoint=resume_checkpoint)
+        tokenizer = load_or_train_tokenizer(
+            model_args,
+            train_split,
+            resume_checkpoint=resume_checkpoint,
+            trust_remote_code=getattr(training_args, "trust_remote_code", False),
+        )
         if trains_tokenizer:
             tokenizer.save_pretrained(training_args.output_dir)
     return tokenizer

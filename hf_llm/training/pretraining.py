@@ -46,6 +46,7 @@ def load_or_train_tokenizer(
     train_texts=None,
     *,
     resume_checkpoint: str | None = None,
+    trust_remote_code: bool = False,
 ) -> PreTrainedTokenizerBase:
     """
     The run's tokenizer, in order of preference: the checkpoint being resumed (so a resumed run keeps its
@@ -57,6 +58,7 @@ def load_or_train_tokenizer(
         model_args ([`ModelArguments`]): Tokenizer and model flags.
         train_texts (`datasets.Dataset`, *optional*): The training split (`text` column), needed only to train.
         resume_checkpoint (`str`, *optional*): A checkpoint directory being resumed; Trainer saved the tokenizer in it.
+        trust_remote_code (`bool`, defaults to `False`): `--trust_remote_code`, for a Hub tokenizer's own code.
 
     Returns:
         `PreTrainedTokenizerBase`: The tokenizer.
@@ -67,7 +69,7 @@ def load_or_train_tokenizer(
     if source is not None:
         flag = "--model_name_or_path" if source == model_args.model_name_or_path else "--tokenizer_name_or_path"
         tokenizer = tokenizer_from_pretrained(
-            source, flag=flag, revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code
+            source, flag=flag, revision=model_args.model_revision, trust_remote_code=trust_remote_code
         )
         if model_args.model_name_or_path is None and (
             tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id
@@ -87,7 +89,9 @@ def load_or_train_tokenizer(
     return train_tokenizer(train_texts, vocab_size=model_args.tokenizer_vocab_size, model_max_length=model_max_length)
 
 
-def build_or_load_causal_lm(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+def build_or_load_causal_lm(
+    model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, *, trust_remote_code: bool = False
+) -> PreTrainedModel:
     """
     Load `--model_name_or_path` to continue pretraining it, or build a new `GPTForCausalLM` from the preset/size flags
     and the tokenizer (see [`build_gpt_config`]).
@@ -95,6 +99,7 @@ def build_or_load_causal_lm(model_args: ModelArguments, tokenizer: PreTrainedTok
     Args:
         model_args ([`ModelArguments`]): Model flags.
         tokenizer (`PreTrainedTokenizerBase`): The run's tokenizer; must fit the model's vocabulary.
+        trust_remote_code (`bool`, defaults to `False`): `--trust_remote_code`, for a Hub checkpoint's own code.
 
     Returns:
         `PreTrainedModel`: The model, in training-ready float32 unless `--dtype` says otherwise.
@@ -110,7 +115,7 @@ def build_or_load_causal_lm(model_args: ModelArguments, tokenizer: PreTrainedTok
                 revision=model_args.model_revision,
                 dtype=model_args.dtype,
                 attn_implementation=model_args.attn_implementation,
-                trust_remote_code=model_args.trust_remote_code,
+                trust_remote_code=trust_remote_code,
                 **model_args.config_overrides(),  # dropouts only: shape flags are refused with a checkpoint
             )
         else:

@@ -17,12 +17,14 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.utils import logging
 from trl import SFTConfig as TRLSFTConfig
+from trl import SFTTrainer
 
 from hf_llm.data import DataError
 from hf_llm.data.formatting import alpaca_messages
 from hf_llm.data.validation import handle_overlong_completions
 
 from .callbacks import _add_to_logs
+from .checkpointing import AtomicCheckpointMixin
 from .output_dir import OutputDirArguments
 
 logger = logging.get_logger(__name__)
@@ -258,3 +260,7 @@ def _cell(text: str) -> str:
 def completion_token_counts(dataset: Dataset) -> np.ndarray:
     """Scored tokens (labels != -100) per example of a dataset `SFTTrainer` prepared."""
     return np.array([sum(label != -100 for label in labels) for labels in dataset["labels"]])
+
+
+class AtomicSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
+    """TRL's `SFTTrainer` with atomic checkpoints."""

@@ -1,0 +1,49 @@
+"""The dpo stage's configuration and trainer: TRL's `DPOConfig` and `DPOTrainer` with hf_llm's output-directory rules,
+the held-out win rate and atomic checkpoints. `train_scripts/dpo.py` parses and runs them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trl
+
+from .checkpointing import AtomicCheckpointMixin
+from .output_dir import OutputDirArguments
+
+
+@dataclass
+class DPOConfig(OutputDirArguments, trl.DPOConfig):
+    """
+    TRL's `DPOConfig` (every flag works unchanged) plus:
+
+    Args:
+        overwrite_output_dir (`bool`, defaults to `False`):
+            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
+        max_length (`int`, *optional*):
+            Most tokens in `prompt + answer`; defaults to the model's context (TRL's 1024 would exceed it).
+        reward_model_path (`str`, *optional*):
+            A `reward.py` output that scores greedy answers to held-out prompts before and after training (mean
+            reward, win rate over the SFT model). Without it no win rate is reported.
+        win_rate_samples (`int`, defaults to 64):
+            Held-out prompts (from the validation split) the win rate is measured on; 0 turns it off.
+        win_rate_max_new_tokens (`int`, defaults to 64):
+            Most tokens per greedy answer in that measurement.
+        merge_adapter (`bool`, defaults to `False`):
+            After LoRA training, also write a standalone merged policy to `OUTPUT_DIR/merged`.
+    """
+
+    max_length: int | None = field(
+        default=None, metadata={"help": "Most tokens in prompt + answer; default: the model's context."}
+    )
+    reward_model_path: str | None = field(
+        default=None, metadata={"help": "reward.py output that scores held-out answers (win rate vs. SFT)."}
+    )
+    win_rate_samples: int = field(default=64, metadata={"help": "Held-out prompts for the win rate (0: off)."})
+    win_rate_max_new_tokens: int = field(default=64, metadata={"help": "Most tokens per greedy held-out answer."})
+    merge_adapter: bool = field(
+        default=False, metadata={"help": "After LoRA training, also save a merged policy in OUTPUT_DIR/merged."}
+    )
+
+
+class AtomicDPOTrainer(AtomicCheckpointMixin, trl.DPOTrainer):
+    """TRL's `DPOTrainer` with atomic checkpoints."""
