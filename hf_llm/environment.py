@@ -3,7 +3,7 @@
 The report lists every dependency's version, torch's device and attention kernels, whether the installed versions
 match the lock the suite passed with (`requirements/cpu.txt` in the checkout) and where the caches live.
 
-Every stage parses its arguments through `hf_llm.training.parser.RecipeParser`, which calls
+Every stage parses its arguments through `hf_llm.parser.RecipeParser`, which calls
 [`warn_if_untested_versions`]: running on a transformers or TRL release outside [`TESTED_VERSIONS`] logs one warning.
 """
 

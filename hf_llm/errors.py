@@ -9,10 +9,13 @@ if __name__ == "__main__":
         main(*parser.parse_args_and_config())
 ```
 
-A user's mistake is a `ValueError` (bad flag, bad data: `hf_llm.data.DataError` is one), an `OSError` (missing file,
-unreadable checkpoint), a `yaml.YAMLError` in a recipe, or a [`UsageError`]. Its message already names the file, column
-or flag and the fix, so a traceback adds nothing. Anything else is a bug and keeps its traceback; so does everything
-when `HF_LLM_TRACEBACK=1` is set (for debugging a message that points at the wrong place).
+A user's mistake is one of hf_llm's own error types, whose message already names the file, column or flag and the fix:
+[`UsageError`] (a flag or command), `hf_llm.data.DataError` (the data; a `UsageError`), [`LoadError`] (a checkpoint
+that cannot be loaded, translated at the loading boundary), `hf_llm.training.NonFiniteError` (the run diverged); or a
+boundary error that can only be the user's: a path they gave that does not exist or cannot be read
+(`FileNotFoundError`, `IsADirectoryError`, `NotADirectoryError`, `PermissionError`) and invalid YAML in a recipe.
+Anything else (a `ValueError` inside a library, a bug of ours) keeps its traceback; so does everything when
+`HF_LLM_TRACEBACK=1` is set (for debugging a message that points at the wrong place).
 """
 
 from __future__ import annotations
@@ -29,7 +32,17 @@ USER_ERROR_EXIT_CODE = 2
 
 
 class UsageError(ValueError):
-    """A user's mistake that is neither bad data nor a bad path: the message names the flag or file and the fix."""
+    """A user's mistake: the message names the flag, file or column and the fix. Subclasses `ValueError`, so library
+    callers can keep catching `ValueError`."""
+
+
+class LoadError(OSError):
+    """A checkpoint, tokenizer or Hub repo the user named cannot be loaded; the message names the path, the flag and
+    the fix (raised by `hf_llm.loading`, which translates the libraries' many shapes of this error)."""
+
+
+# OSErrors about a path the user gave: the message names the path, and nothing but the user can fix it.
+_USER_PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def one_line(error: BaseException) -> str:
@@ -56,9 +69,7 @@ def _yaml_message(error: yaml.YAMLError) -> str:
 
 def is_user_error(error: BaseException) -> bool:
     """Whether `error` is a user's mistake to print as one line (see the module docstring)."""
-    if isinstance(error, (UsageError, yaml.YAMLError)):
-        return True
-    if isinstance(error, (ValueError, OSError)):
+    if isinstance(error, (UsageError, LoadError, yaml.YAMLError, *_USER_PATH_ERRORS)):
         return True
     # hf_llm.training.NonFiniteError: the run diverged; the message says where and what to change.
     return type(error).__name__ == "NonFiniteError"

@@ -24,6 +24,8 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers.utils import logging
 
+from hf_llm.errors import UsageError
+
 from .environment import requirement
 from .evaluation.report import format_value, library_versions
 from .stages import STAGES
@@ -255,7 +257,7 @@ def push_output_dir(
         `str`: the URL of the repo, e.g. `https://huggingface.co/your-name/gpt-tiny`.
     """
     if not hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id: the repo to push to, e.g. --hub_model_id you/gpt-tiny.")
+        raise UsageError("--push_to_hub needs --hub_model_id: the repo to push to, e.g. --hub_model_id you/gpt-tiny.")
     output_dir = os.fspath(output_dir)
     if not os.path.isdir(output_dir):
         raise FileNotFoundError(f"--output_dir {output_dir!r} does not exist: nothing to push to {hub_model_id}.")

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hf_llm.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -54,7 +56,7 @@ def stage_for_eval_task(task: str) -> Stage:
     for stage in STAGES.values():
         if stage.eval_task == task:
             return stage
-    raise ValueError(f"unknown evaluation task {task!r}; --task must be one of {list(EVAL_TASKS)}.")
+    raise UsageError(f"unknown evaluation task {task!r}; --task must be one of {list(EVAL_TASKS)}.")
 
 
 @dataclass

@@ -386,3 +386,56 @@ def test_every_stage_script_refuses_an_output_dir_with_a_users_files(stage, tmp_
     assert len(errors) == 1 and "--overwrite_output_dir" in errors[0] and "README.md" in errors[0], result.stderr
     assert sorted(os.listdir(output_dir)) == ["README.md"]
     assert (output_dir / "README.md").read_text() == "my notes\n"
+
+
+# ---- a bug keeps its traceback ----
+PLANTED_BUG = """
+import runpy, sys
+import transformers
+from hf_llm.errors import exit_on_user_error
+
+
+def training_step(self, *args, **kwargs):
+    raise ValueError("planted bug inside a trainer step")
+
+
+transformers.Trainer.training_step = training_step
+sys.argv = ["pretrain.py", *sys.argv[1:]]
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def test_a_bug_inside_training_keeps_its_traceback_and_is_not_exit_2(pretrain_text_file, tmp_path):
+    driver = tmp_path / "driver.py"
+    driver.write_text(PLANTED_BUG.format(script=PRETRAIN_SCRIPT))
+    argv = [
+        *TINY_PRETRAIN_ARGS,
+        "--dataset_name",
+        pretrain_text_file,
+        "--output_dir",
+        tmp_path / "out",
+        "--max_steps",
+        "1",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, str(driver), *map(str, argv)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "ValueError: planted bug inside a trainer step" in result.stderr
+    assert "pretrain.py: error:" not in result.stderr
+
+
+def test_only_hf_llms_own_errors_and_user_path_errors_are_one_line(capsys):
+    from hf_llm.data import DataError
+    from hf_llm.errors import LoadError, UsageError, exit_on_user_error
+
+    for error in (UsageError("--x 1 is wrong"), DataError("row 3 is empty"), LoadError("--model_name_or_path m: gone"),
+                  FileNotFoundError(2, "No such file or directory", "data.csv")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info, exit_on_user_error("tool"):
+            raise error
+        assert exit_info.value.code == 2 and capsys.readouterr().err.startswith("tool: error: ")
+    for bug in (ValueError("a library's internal check"), OSError("connection reset"), KeyError("x")):
+        with pytest.raises(type(bug)), exit_on_user_error("tool"):
+            raise bug

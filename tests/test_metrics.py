@@ -225,12 +225,12 @@ def test_perplexity_loads_a_path_once(causal_lm, tiny_tokenizer, tmp_path, monke
     causal_lm.float().save_pretrained(tmp_path / "model")
     causal_lm.double()
     tiny_tokenizer.save_pretrained(tmp_path / "model")
-    import hf_llm.evaluation
+    import hf_llm.loading
 
     calls = []
-    original = hf_llm.evaluation.load_model_for_evaluation
+    original = hf_llm.loading.load_model_for_evaluation
     monkeypatch.setattr(
-        hf_llm.evaluation, "load_model_for_evaluation", lambda *a, **k: calls.append(a) or original(*a, **k)
+        hf_llm.loading, "load_model_for_evaluation", lambda *a, **k: calls.append(a) or original(*a, **k)
     )
     perplexity = load_metric("perplexity")
     by_path = perplexity.compute(predictions=TEXTS, model=str(tmp_path / "model"))

@@ -15,7 +15,7 @@ from datasets import DatasetDict
 from trl import TrlParser
 
 from hf_llm.data import DataArguments, load_dataset_from_args, save_data_fingerprint
-from hf_llm.errors import exit_on_user_error
+from hf_llm.errors import UsageError, exit_on_user_error
 from hf_llm.hub import push_output_dir
 from hf_llm.tokenizer import train_tokenizer
 from hf_llm.training import save_recipe
@@ -46,7 +46,7 @@ class TokenizerArguments:
 
     def __post_init__(self):
         if self.push_to_hub and not self.hub_model_id:
-            raise ValueError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/pydocs-bpe-4096.")
+            raise UsageError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/pydocs-bpe-4096.")
 
 
 def main(data_args: DataArguments, tokenizer_args: TokenizerArguments) -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from hf_llm.errors import UsageError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -99,7 +101,7 @@ def instruction_messages(example: dict) -> tuple[list[dict[str, str]], str]:
     if example.get("messages"):
         messages = list(example["messages"])
         if messages[-1]["role"] != "assistant":
-            raise ValueError(
+            raise UsageError(
                 f"instruction example's last message has role {messages[-1]['role']!r}; the last message must be "
                 "the assistant's answer (the completion to train on and the reference to evaluate against)."
             )
@@ -110,7 +112,7 @@ def instruction_messages(example: dict) -> tuple[list[dict[str, str]], str]:
 def instruction_prompt_and_reference(example: dict, tokenizer: PreTrainedTokenizerBase) -> tuple[str, str]:
     """The chat-formatted prompt (ending with the assistant turn's opening) and the reference answer."""
     if tokenizer.chat_template is None:
-        raise ValueError(
+        raise UsageError(
             "the tokenizer has no chat template, so instruction prompts cannot be formatted; use a tokenizer from "
             "hf_llm.tokenizer.train_tokenizer (Alpaca template) or pass --tokenizer_name_or_path."
         )
@@ -153,12 +155,12 @@ def split_conversation_pair(chosen: list[dict], rejected: list[dict]) -> dict:
     """
     prompt_chosen, prompt_rejected = list(chosen[:-1]), list(rejected[:-1])
     if not chosen or not rejected or prompt_chosen != prompt_rejected or not prompt_chosen:
-        raise ValueError(
+        raise UsageError(
             "chosen and rejected must be the same conversation up to their last (assistant) turn, but their prompts "
             f"differ: chosen opens {_opening(prompt_chosen)}, rejected opens {_opening(prompt_rejected)}"
         )
     if chosen[-1].get("role") != "assistant" or rejected[-1].get("role") != "assistant":
-        raise ValueError(
+        raise UsageError(
             "chosen and rejected must each end with the assistant's answer, but one ends with a "
             f"{chosen[-1].get('role') if chosen[-1].get('role') != 'assistant' else rejected[-1].get('role')} turn"
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hf_llm.errors import UsageError
+
 from ..stages import EVAL_TASKS
 
 #: The kind of model each `--task` evaluates (`hf_llm.loading.check_model_kind`).
@@ -93,8 +95,8 @@ class EvaluationArguments:
 
     def __post_init__(self):
         if self.task not in EVAL_TASKS:
-            raise ValueError(f"--task must be one of {list(EVAL_TASKS)}, got {self.task!r}")
+            raise UsageError(f"--task must be one of {list(EVAL_TASKS)}, got {self.task!r}")
         for name in ("batch_size", "max_new_tokens", "max_length", "perplexity_stride"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"--{name} must be a positive integer, got {value}")
+                raise UsageError(f"--{name} must be a positive integer, got {value}")

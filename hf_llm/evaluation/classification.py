@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hf_llm.errors import UsageError
+
 
 def classification_report(
     predictions: Sequence[int] | np.ndarray,
@@ -29,17 +31,17 @@ def classification_report(
     predictions = np.asarray(predictions, dtype=np.int64).reshape(-1)
     references = np.asarray(references, dtype=np.int64).reshape(-1)
     if predictions.shape != references.shape:
-        raise ValueError(
+        raise UsageError(
             f"got {predictions.size} predictions for {references.size} references; pass one per reference."
         )
     if predictions.size == 0:
-        raise ValueError("got no predictions to score; the evaluation split is empty.")
+        raise UsageError("got no predictions to score; the evaluation split is empty.")
     if min(predictions.min(), references.min()) < 0:
-        raise ValueError("class ids must be >= 0 (a -100 label means the example was not labeled).")
+        raise UsageError("class ids must be >= 0 (a -100 label means the example was not labeled).")
     size = int(max(predictions.max(), references.max())) + 1
     if num_labels is not None:
         if size > num_labels:
-            raise ValueError(f"found class id {size - 1} but num_labels={num_labels}.")
+            raise UsageError(f"found class id {size - 1} but num_labels={num_labels}.")
         size = num_labels
     confusion = np.zeros((size, size), dtype=np.int64)
     np.add.at(confusion, (references, predictions), 1)

@@ -20,6 +20,8 @@ from pathlib import Path
 from transformers import set_seed
 from transformers.utils import logging
 
+from hf_llm.errors import UsageError
+
 from ..loading import check_model_kind, check_model_source, is_adapter, load_model_for_evaluation
 from ..stages import stage_for_eval_task
 from .arguments import TASK_MODEL_KINDS, EvaluationArguments
@@ -37,13 +39,13 @@ def load_evaluation_split(args: EvaluationArguments, data_args):
     data_format = stage_for_eval_task(args.task).data_format
     dataset_dict = load_dataset_from_args(data_args, data_format, seed=args.seed)
     if args.split not in dataset_dict:
-        raise ValueError(
+        raise UsageError(
             f"split {args.split!r} not found in {data_args.dataset_name!r}; splits are {list(dataset_dict)}; "
             "pass --split with one of them."
         )
     dataset = dataset_dict[args.split]
     if len(dataset) == 0:
-        raise ValueError(f"split {args.split!r} of {data_args.dataset_name!r} is empty; nothing to evaluate.")
+        raise UsageError(f"split {args.split!r} of {data_args.dataset_name!r} is empty; nothing to evaluate.")
     return dataset
 
 
@@ -59,7 +61,7 @@ def run_evaluation(args: EvaluationArguments, data_args) -> dict:
         `dict`: the content of `metrics.json`: `{"metrics": {...}, "manifest": {...}}`.
     """
     if data_args.dataset_name is None:
-        raise ValueError("--dataset_name is required: a Hub dataset id, a local file or folder, or 'pydocs'.")
+        raise UsageError("--dataset_name is required: a Hub dataset id, a local file or folder, or 'pydocs'.")
     set_seed(args.seed)
     check_model_source(args.model_name_or_path)  # a missing or broken checkpoint is named before the data loads
     # The model must be of the kind the task scores (no random head, no perplexity of a classifier), before the data.
@@ -110,11 +112,10 @@ def main(argv: list[str] | None = None) -> dict:
     Returns:
         `dict`: the content of `metrics.json`, plus `output_dir`.
     """
-    from trl import TrlParser
-
     from hf_llm.data import DataArguments
+    from hf_llm.parser import RecipeParser
 
-    parser = TrlParser((EvaluationArguments, DataArguments))
+    parser = RecipeParser((EvaluationArguments, DataArguments))
     args, data_args = parser.parse_args_and_config(args=argv)
     report = run_evaluation(args, data_args)
     report["output_dir"] = str(args.output_dir)

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from hf_llm.errors import UsageError
+
 
 def encode_keeping_the_end(
     tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int
@@ -75,7 +77,7 @@ def generate_greedy(
     """
     max_prompt_length = max_length - generation_config.max_new_tokens
     if max_prompt_length < 1:
-        raise ValueError(
+        raise UsageError(
             f"--max_new_tokens {generation_config.max_new_tokens} leaves no room for a prompt in a context of "
             f"{max_length} tokens; lower --max_new_tokens."
         )

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from hf_llm.errors import UsageError
+
 logger = logging.get_logger(__name__)
 
 
@@ -45,7 +47,7 @@ def model_max_length(model: PreTrainedModel) -> int:
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
             return value
-    raise ValueError(
+    raise UsageError(
         f"cannot tell the context length of {type(model).__name__}: its config has no `max_position_embeddings`; "
         "pass `max_length` explicitly."
     )
@@ -103,9 +105,9 @@ def compute_perplexity(
         `mean_perplexity` (their mean), `nll_sum` (summed NLL in nats) and `num_tokens` (scored tokens).
     """
     if len(texts) == 0:
-        raise ValueError("perplexity got no texts; pass at least one non-empty text to score.")
+        raise UsageError("perplexity got no texts; pass at least one non-empty text to score.")
     if contexts is not None and len(contexts) != len(texts):
-        raise ValueError(f"perplexity got {len(contexts)} `contexts` for {len(texts)} texts; pass one per text.")
+        raise UsageError(f"perplexity got {len(contexts)} `contexts` for {len(texts)} texts; pass one per text.")
     bad = [i for i, text in enumerate(texts) if not isinstance(text, str)]
     if bad:
         raise TypeError(f"perplexity expects strings; texts at positions {bad[:10]} are not.")
@@ -113,16 +115,16 @@ def compute_perplexity(
     stride = stride or max(max_length // 2, 1)
     if not 0 < stride < max_length:
         # stride == max_length would leave the first token of every window without context, so it would go unscored.
-        raise ValueError(f"perplexity needs 0 < stride < max_length; got stride={stride}, max_length={max_length}.")
+        raise UsageError(f"perplexity needs 0 < stride < max_length; got stride={stride}, max_length={max_length}.")
     if add_start_token is None:
         add_start_token = tokenizer.bos_token_id is not None
     if add_start_token and tokenizer.bos_token_id is None:
-        raise ValueError(
+        raise UsageError(
             f"add_start_token=True but tokenizer {type(tokenizer).__name__} has no BOS token; "
             "pass add_start_token=False."
         )
     if max_length < 2:
-        raise ValueError(f"perplexity needs max_length >= 2 to score anything; got {max_length}.")
+        raise UsageError(f"perplexity needs max_length >= 2 to score anything; got {max_length}.")
 
     # Tokenize: sequences[i] is the full token list, first_scored[i] the first position that counts for text i.
     prefix = [tokenizer.bos_token_id] if add_start_token else []
@@ -142,7 +144,7 @@ def compute_perplexity(
     for index, (ids, first) in enumerate(zip(sequences, first_scored, strict=True)):
         windows = _windows(len(ids), first, max_length, stride)
         if not windows:
-            raise ValueError(
+            raise UsageError(
                 f"text {index} ({texts[index][:40]!r}) has no token to score: it tokenizes to {len(ids) - first} "
                 "token(s) and the first token of a sequence has no context. Drop empty texts, or pass "
                 "add_start_token=True with a tokenizer that has a BOS token."

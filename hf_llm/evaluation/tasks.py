@@ -96,7 +96,7 @@ def evaluate_classifier(
     labels = list(dataset["label"])
     logits, truncated = score_sequences(model, tokenizer, dataset["text"], args.batch_size, _max_length(model, args))
     if logits.shape[1] != len(label_names):
-        raise ValueError(
+        raise UsageError(
             f"the model has {logits.shape[1]} output labels but the dataset has {len(label_names)} classes "
             f"({label_names}); evaluate a classifier trained on this dataset."
         )
@@ -168,7 +168,7 @@ def evaluate_reward(
     `rejected_kind` column (pydocs: what is wrong with the rejected answer) also gets `pairwise_accuracy/<kind>`.
     """
     if model.config.num_labels != 1:
-        raise ValueError(
+        raise UsageError(
             f"a reward model has one output (num_labels=1); {args.model_name_or_path!r} has "
             f"{model.config.num_labels}. Evaluate a model trained with train_scripts/reward.py."
         )

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from transformers import EvalPrediction
 
+from hf_llm.errors import UsageError
+
 from .classification import classification_report
 from .perplexity import perplexity_from_loss
 
@@ -77,7 +79,7 @@ def compute_causal_lm_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
     stats = np.asarray(_first(eval_pred.predictions), dtype=np.float64).reshape(-1, 3)
     nll_sum, num_tokens, num_correct = stats.sum(axis=0)
     if num_tokens == 0:
-        raise ValueError("no scored tokens in the eval set: every label is -100; check the eval dataset's labels.")
+        raise UsageError("no scored tokens in the eval set: every label is -100; check the eval dataset's labels.")
     mean_nll = nll_sum / num_tokens
     return {"perplexity": perplexity_from_loss(mean_nll), "token_accuracy": num_correct / num_tokens, "nll": mean_nll}
 

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from hf_llm.errors import UsageError
+
 from ..data.formatting import chat_prompt, instruction_messages, preference_conversation
 from .inference import generate_greedy, greedy_decoding, score_sequences
 from .perplexity import model_max_length
@@ -98,7 +100,7 @@ def compare_policies(
         sample per prompt (`prompt`, `response`, `reward`, and `reference_response`, `reference_reward`).
     """
     if not examples:
-        raise ValueError("no held-out prompts to compare the policies on; pass a dataset with a validation split.")
+        raise UsageError("no held-out prompts to compare the policies on; pass a dataset with a validation split.")
     prompts = [chat_prompt(example, tokenizer) for example in examples]
     generation_config = greedy_decoding(max_new_tokens, tokenizer)
 

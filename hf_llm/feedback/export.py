@@ -13,6 +13,8 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 from transformers.utils import logging
 
+from hf_llm.errors import UsageError
+
 from .rankings import latest_by_labeler, read_records
 
 logger = logging.get_logger(__name__)
@@ -47,7 +49,7 @@ def rankings_to_preferences(records: list[dict]) -> list[dict]:
     usable = _usable(records)
     formats = {bool(r.get("chat_template")) for r in usable}
     if len(formats) > 1:
-        raise ValueError(
+        raise UsageError(
             "the rankings mix prompts given through a chat template with plain-text prompts; export them separately "
             "(one rankings file per model/template)"
         )
@@ -207,15 +209,15 @@ def export_rankings(
         `dict`: counts, splits, agreement (see `labeler_agreement`), and `hub_url` when pushed.
     """
     if not 0 <= validation_fraction < 1:
-        raise ValueError(f"--validation_fraction must be in [0, 1), got {validation_fraction}")
+        raise UsageError(f"--validation_fraction must be in [0, 1), got {validation_fraction}")
     if push_to_hub and not hub_dataset_id:
-        raise ValueError("--push_to_hub needs --hub_dataset_id: the dataset repo to push to, e.g. you/my-preferences")
+        raise UsageError("--push_to_hub needs --hub_dataset_id: the dataset repo to push to, e.g. you/my-preferences")
     if not Path(rankings_file).is_file():
         raise FileNotFoundError(f"rankings file {rankings_file} not found; write it with `hf-llm rank` first")
     records = read_records(rankings_file)
     rows = rankings_to_preferences(records)
     if not rows:
-        raise ValueError(
+        raise UsageError(
             f"{rankings_file} holds {len(records)} records and no preference pair (only ties, all-bad or skipped "
             "prompts?); rank some answers first"
         )
@@ -265,7 +267,7 @@ def rankings_dataset(
     take a rankings file directly in place of a preference dataset (`hf_llm.data` does for `.jsonl` rankings)."""
     rows = rankings_to_preferences(read_records(rankings_file))
     if not rows:
-        raise ValueError(f"{rankings_file} holds no preference pair (only ties, all-bad or skipped prompts?)")
+        raise UsageError(f"{rankings_file} holds no preference pair (only ties, all-bad or skipped prompts?)")
     splits = split_by_prompt(rows, validation_fraction, seed)
     columns = ("prompt", "chosen", "rejected")  # what `hf_llm.data` keeps of the exported dataset, too
     return DatasetDict(

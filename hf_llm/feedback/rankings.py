@@ -26,6 +26,8 @@ from pathlib import Path
 
 from transformers.utils import logging
 
+from hf_llm.errors import UsageError
+
 logger = logging.get_logger(__name__)
 
 SCHEMA = "hf_llm.rankings/v1"
@@ -53,9 +55,9 @@ def normalize_ranks(ranks: list[int | None]) -> tuple[list[int], str]:
     """
     given = [r for r in ranks if r is not None]
     if any(not isinstance(r, int) or isinstance(r, bool) or r < 1 for r in given):
-        raise ValueError(f"ranks must be positive integers (1 = best), got {ranks}")
+        raise UsageError(f"ranks must be positive integers (1 = best), got {ranks}")
     if len(ranks) < 2:
-        raise ValueError(f"ranking needs at least two answers, got {len(ranks)}")
+        raise UsageError(f"ranking needs at least two answers, got {len(ranks)}")
     if len(given) == len(ranks):
         order = sorted(set(given))
         return [order.index(r) + 1 for r in ranks], "ranked"
@@ -63,7 +65,7 @@ def normalize_ranks(ranks: list[int | None]) -> tuple[list[int], str]:
         best, worst = min(given), max(given)
         dense = [1 if r == best else 3 if r == worst else 2 for r in ranks]
         return dense, "best_worst"
-    raise ValueError(
+    raise UsageError(
         f"ranks {['-' if r is None else r for r in ranks]}: give every answer a rank (1 = best; equal ranks are "
         "ties), or pick only the best and the worst, or use 'Tie', 'All bad' or 'Skip'."
     )
@@ -117,15 +119,15 @@ def read_records(path: str | os.PathLike) -> list[dict]:
             if number == len(lines):
                 logger.warning(f"{path}:{number}: incomplete last line (a crash mid-write?) left out: {error}")
                 continue
-            raise ValueError(f"{path}:{number} is not valid JSON ({error}); fix or delete that line") from None
+            raise UsageError(f"{path}:{number} is not valid JSON ({error}); fix or delete that line") from None
         missing = [field for field in REQUIRED_FIELDS if field not in record] if isinstance(record, dict) else None
         if missing is None or missing:
-            raise ValueError(
+            raise UsageError(
                 f"{path}:{number} is not a ranking record (missing {missing or list(REQUIRED_FIELDS)}); a rankings "
                 "file is written by `hf-llm rank`"
             )
         if record["verdict"] not in VERDICTS:
-            raise ValueError(f"{path}:{number}: unknown verdict {record['verdict']!r}; expected one of {VERDICTS}")
+            raise UsageError(f"{path}:{number}: unknown verdict {record['verdict']!r}; expected one of {VERDICTS}")
         records.append(record)
     return records
 

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
 
+from hf_llm.errors import UsageError
+
 from ..serving import context_length, fit_to_context
 
 
@@ -38,18 +40,18 @@ class SamplingConfig:
 
     def __post_init__(self):
         if self.num_samples < 1:
-            raise ValueError(f"--num_samples must be >= 1, got {self.num_samples}")
+            raise UsageError(f"--num_samples must be >= 1, got {self.num_samples}")
         if self.max_new_tokens < 1:
-            raise ValueError(f"--max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise UsageError(f"--max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.temperature < 0:
-            raise ValueError(f"--temperature must be >= 0, got {self.temperature}")
+            raise UsageError(f"--temperature must be >= 0, got {self.temperature}")
         if self.temperature == 0 and self.num_samples > 1:
-            raise ValueError(
+            raise UsageError(
                 f"--temperature 0 is greedy decoding: all {self.num_samples} answers would be identical. Pass "
                 "--temperature > 0 (e.g. 0.8) to sample different answers."
             )
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"--top_p must be in (0, 1], got {self.top_p}")
+            raise UsageError(f"--top_p must be in (0, 1], got {self.top_p}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hf_llm.errors import UsageError
+
 from .rankings import append_record, normalize_ranks, prompt_id, read_records, utc_now
 
 #: `sample(prompt, prompt_id) -> (formatted_prompt, answers)`: the text the model saw and its answers.
@@ -51,7 +53,7 @@ class RankingSession:
         metadata: dict,
     ):
         if not labeler or not labeler.strip():
-            raise ValueError("--labeler is empty; pass a name (e.g. --labeler alice) so rankings can be attributed")
+            raise UsageError("--labeler is empty; pass a name (e.g. --labeler alice) so rankings can be attributed")
         self.prompts = prompts
         self.prompt_ids = [prompt_id(p) for p in prompts]
         self.output_file = Path(output_file)
@@ -123,11 +125,11 @@ class RankingSession:
         with self._lock:
             item = self._current()
             if item is None or item.prompt_id != shown_prompt_id:
-                raise ValueError(
+                raise UsageError(
                     "this page is out of date (the prompt was already answered, maybe from another tab); reload it"
                 )
             if ranks is not None and len(ranks) != len(item.answers):
-                raise ValueError(f"got {len(ranks)} ranks for {len(item.answers)} answers")
+                raise UsageError(f"got {len(ranks)} ranks for {len(item.answers)} answers")
             if verdict in ("tie", "all_bad"):
                 ranks = [1] * len(item.answers)
             record = {

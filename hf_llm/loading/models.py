@@ -19,6 +19,7 @@ from transformers import (
 from transformers import __version__ as transformers_version
 from transformers.utils import logging
 
+from hf_llm.errors import LoadError, UsageError
 from hf_llm.stages import stage_for_eval_task
 
 from .adapters import load_adapter_model
@@ -78,7 +79,7 @@ def from_pretrained(
     try:
         return auto_class.from_pretrained(path, **kwargs)
     except OSError as err:
-        raise OSError(explain_load_error(name_or_path, flag, err)) from err
+        raise LoadError(explain_load_error(name_or_path, flag, err)) from err
 
 
 def tokenizer_from_pretrained(name_or_path: str, *, flag: str = "--tokenizer_name_or_path", **kwargs: Any):
@@ -95,7 +96,7 @@ def tokenizer_from_pretrained(name_or_path: str, *, flag: str = "--tokenizer_nam
     try:
         return AutoTokenizer.from_pretrained(os.path.expanduser(name_or_path), **kwargs)
     except OSError as err:
-        raise OSError(explain_load_error(name_or_path, flag, err)) from err
+        raise LoadError(explain_load_error(name_or_path, flag, err)) from err
 
 
 def _load_tokenizer(candidates: list[str], trust_remote_code: bool) -> PreTrainedTokenizerBase:
@@ -110,7 +111,7 @@ def _load_tokenizer(candidates: list[str], trust_remote_code: bool) -> PreTraine
             return AutoTokenizer.from_pretrained(candidate, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as err:
             errors.append(f"{candidate}: {err}")
-    raise OSError(
+    raise LoadError(
         f"no tokenizer found in {candidates} ({'; '.join(errors)}). Save the tokenizer with the checkpoint "
         "(tokenizer.save_pretrained(output_dir)) or pass --tokenizer_name_or_path."
     )
@@ -166,7 +167,7 @@ def load_model_for_evaluation(
             model_name_or_path, kind, task=task, adapter_config=adapter_config, trust_remote_code=trust_remote_code
         )
     except OSError as err:
-        raise OSError(explain_load_error(model_name_or_path, "--model_name_or_path", err)) from err
+        raise LoadError(explain_load_error(model_name_or_path, "--model_name_or_path", err)) from err
     try:
         if adapter_config is not None:
             from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
@@ -186,12 +187,12 @@ def load_model_for_evaluation(
         else:
             model = from_pretrained(auto_class, model_name_or_path, **load_kwargs)
     except OSError as err:
-        raise OSError(explain_load_error(model_name_or_path, "--model_name_or_path", err)) from err
+        raise LoadError(explain_load_error(model_name_or_path, "--model_name_or_path", err)) from err
 
     tokenizer = _load_tokenizer(tokenizer_candidates, trust_remote_code)
     if auto_class is AutoModelForSequenceClassification:
         if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-            raise ValueError(
+            raise UsageError(
                 f"the tokenizer of {model_name_or_path!r} has pad token {tokenizer.pad_token!r}; a classifier or "
                 "reward model pools the last non-pad token, so it needs a pad token distinct from eos. Train the "
                 "tokenizer with hf_llm.tokenizer.train_tokenizer, or add a pad token and save it with the model."

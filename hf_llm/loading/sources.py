@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers.utils import logging
 
-from hf_llm.errors import UsageError
+from hf_llm.errors import LoadError, UsageError
 
 logger = logging.get_logger(__name__)
 
@@ -174,7 +174,7 @@ def check_model_source(name_or_path: str, flag: str = "--model_name_or_path") ->
     safetensors = sorted(name for name in names if name.endswith(".safetensors"))
     pickles = sorted(names & set(PICKLE_WEIGHTS_NAMES))
     if not safetensors and pickles:
-        raise OSError(
+        raise LoadError(
             f"{flag} {name_or_path} holds only {', '.join(pickles)}: hf_llm loads safetensors weights only (a pickle "
             'file can run code when loaded). Convert it where you trust the file: python -c "from transformers import '
             f"AutoModel; AutoModel.from_pretrained('{name_or_path}', use_safetensors=False).save_pretrained("
@@ -191,7 +191,7 @@ def _check_safetensors_file(file: str, flag: str) -> None:
         with safe_open(file, framework="pt"):
             pass
     except Exception as err:  # SafetensorError is no OSError; a truncated file fails here on its header check
-        raise OSError(
+        raise LoadError(
             f"{flag}: {file} is truncated or corrupt ({err}); it was probably cut off while being written or "
             "copied. Copy or download it again, or use another checkpoint."
         ) from None
@@ -226,7 +226,7 @@ def _check_weights_fit_config(auto_class: Any, path: str, flag: str, **config_kw
     mismatched = [key for key in saved if key in expected and saved[key] != expected[key]]
     if mismatched:
         key = mismatched[0]
-        raise ValueError(
+        raise UsageError(
             f"{flag} {path}: the weights do not fit its config.json ({len(mismatched)} tensors differ, e.g. {key} "
             f"is {saved[key]} in the weights but {expected[key]} by the config); config.json was edited or comes from "
             "another checkpoint. Restore the config.json saved with these weights."

@@ -1,5 +1,6 @@
 """Pieces every training script shares: argument dataclasses, callbacks, atomic checkpoints, recipes, presets."""
 
+from ..parser import RecipeParser
 from .arguments import (
     ModelArguments,
     PretrainConfig,
@@ -31,7 +32,6 @@ from .checkpointing import (
 )
 from .finalize import final_eval_metrics, prepare_tokenizer, save_and_push
 from .output_dir import OutputDirArguments, check_output_dir
-from .parser import RecipeParser
 from .presets import MODEL_PRESETS
 from .recipes import RECIPE_NAME, recipe_dict, save_recipe
 

@@ -99,7 +99,7 @@ class ModelArguments:
         if self.model_preset is not None and self.model_preset.strip().lower() in ("", "none"):
             self.model_preset = None
         if self.model_preset is not None and self.model_preset not in MODEL_PRESETS:
-            raise ValueError(
+            raise UsageError(
                 f"--model_preset {self.model_preset!r} is unknown; choose one of {sorted(MODEL_PRESETS)}."
             )
         if self.model_name_or_path is not None and self.model_preset is not None:
@@ -117,21 +117,21 @@ class ModelArguments:
         if self.tokenizer_name_or_path is not None:
             local_path_exists(self.tokenizer_name_or_path, "--tokenizer_name_or_path")
         if self.position_embedding_type is not None and self.position_embedding_type not in POSITION_EMBEDDING_TYPES:
-            raise ValueError(
+            raise UsageError(
                 f"--position_embedding_type {self.position_embedding_type!r} is unknown; choose one of "
                 f"{list(POSITION_EMBEDDING_TYPES)}."
             )
         if self.dtype is not None and self.dtype not in DTYPES:
-            raise ValueError(f"--dtype {self.dtype!r} is unknown; choose one of {list(DTYPES)}.")
+            raise UsageError(f"--dtype {self.dtype!r} is unknown; choose one of {list(DTYPES)}.")
         if self.tokenizer_vocab_size < 300:
-            raise ValueError(
+            raise UsageError(
                 f"--tokenizer_vocab_size {self.tokenizer_vocab_size} is too small for a byte-level BPE "
                 "(256 bytes + special tokens); pass at least 300."
             )
         if self.model_name_or_path is not None:
             shape_flags = [name for name in _SHAPE_FIELDS if getattr(self, name) is not None]
             if shape_flags:
-                raise ValueError(
+                raise UsageError(
                     f"--model_name_or_path {self.model_name_or_path} loads an existing model, whose shape cannot "
                     f"change; remove {', '.join('--' + name for name in shape_flags)}."
                 )
@@ -206,18 +206,18 @@ def build_gpt_config(
     kwargs.update(model_args.config_overrides())
     missing = [name for name in ("hidden_size", "num_hidden_layers", "num_attention_heads") if name not in kwargs]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"a new model needs its shape: pass --model_preset (one of {sorted(MODEL_PRESETS)}) or "
             f"{', '.join('--' + name for name in missing)}; or pass --model_name_or_path to continue from a model."
         )
     if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
-        raise ValueError(
+        raise UsageError(
             f"tokenizer {tokenizer.name_or_path!r} needs an eos and a pad token (eos={tokenizer.eos_token!r}, "
             f"pad={tokenizer.pad_token!r}); use hf_llm.tokenizer.train_tokenizer or add them with "
             "tokenizer.add_special_tokens."
         )
     if tokenizer.pad_token_id == tokenizer.eos_token_id:
-        raise ValueError(
+        raise UsageError(
             f"tokenizer {tokenizer.name_or_path!r} uses the same token for pad and eos ({tokenizer.eos_token!r}); "
             "sequence classification, reward models and PPO need them distinct: add a '<|pad|>' token."
         )
@@ -225,7 +225,10 @@ def build_gpt_config(
     kwargs["eos_token_id"] = tokenizer.eos_token_id
     kwargs["pad_token_id"] = tokenizer.pad_token_id
     kwargs["bos_token_id"] = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    return GPTConfig(**kwargs)
+    try:
+        return GPTConfig(**kwargs)
+    except ValueError as error:  # GPTConfig's checks name the field; the user set it with the flag of that name
+        raise UsageError(f"{error} (set by --{str(error).split('GPTConfig.', 1)[-1].split(' ', 1)[0]})") from error
 
 
 def bf16_available() -> bool:
@@ -298,10 +301,10 @@ class PretrainConfig(OutputDirArguments, TrainingArguments):
 
     def __post_init__(self):
         if self.packing not in PACKING_MODES:
-            raise ValueError(f"--packing {self.packing!r} is unknown; choose one of {list(PACKING_MODES)}.")
+            raise UsageError(f"--packing {self.packing!r} is unknown; choose one of {list(PACKING_MODES)}.")
         if self.push_to_hub and not self.hub_model_id:
             # Checked now, not after hours of training: the final push names the repo explicitly.
-            raise ValueError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/gpt-pydocs.")
+            raise UsageError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/gpt-pydocs.")
         if self.bf16 is None:
             self.bf16 = bf16_available() and not self.fp16 and not self.use_cpu
         super().__post_init__()

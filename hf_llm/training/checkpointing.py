@@ -19,6 +19,8 @@ from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 
+from hf_llm.errors import UsageError
+
 from .distributed import check_sharding
 
 logger = logging.get_logger(__name__)
@@ -125,7 +127,7 @@ def _check_same_run(checkpoint: str, state: dict[str, Any], training_args: Train
     flag, wanted = _run_length(training_args)
     saved = state.get(flag)
     if saved is not None and (float(saved) != float(wanted)):
-        raise ValueError(
+        raise UsageError(
             f"--resume_from_checkpoint: {checkpoint} was saved by a run with --{flag} {saved}, this command has "
             f"--{flag} {wanted}; the learning-rate schedule and data order depend on it. Resume with --{flag} "
             f"{saved}, or start a new run from its weights: --model_name_or_path {checkpoint} --output_dir <new dir>."
@@ -193,7 +195,7 @@ def resolve_resume_checkpoint(
     step, max_steps = state.get("global_step", 0), state.get("max_steps", 0)
     if max_steps and step >= max_steps:
         # Trainer would run one more step past max_steps from here (transformers 5.23): refuse instead.
-        raise ValueError(
+        raise UsageError(
             f"--resume_from_checkpoint: {checkpoint} is already the last step ({step} of max_steps {max_steps}), but "
             f"the run's final save in {output_dir} did not finish; nothing is left to train. Its weights are the "
             f"trained model: load {checkpoint} with from_pretrained, or continue from them in a new run with "
@@ -263,7 +265,7 @@ def check_checkpoint_matches_model(checkpoint: str | None, model: PreTrainedMode
         if key in saved and key in config and saved[key] != config[key]
     ]
     if differences:
-        raise ValueError(
+        raise UsageError(
             f"--resume_from_checkpoint: {checkpoint} holds a model of another shape ({'; '.join(differences)}); "
             "resume with the flags of the run that saved it (its recipe.yaml), or start fresh in another --output_dir."
         )

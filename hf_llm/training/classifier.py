@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase, TrainingArguments
 from transformers.utils import logging
 
 from hf_llm.data import DataArguments, apply_overlong_strategy
+from hf_llm.errors import UsageError
 
 from .finetuning import accelerator_available
 from .output_dir import OutputDirArguments
@@ -91,13 +92,13 @@ class ClassifierConfig(OutputDirArguments, TrainingArguments):
 
     def __post_init__(self):
         if self.class_weights not in CLASS_WEIGHTS:
-            raise ValueError(
+            raise UsageError(
                 f"--class_weights {self.class_weights!r} is unknown; choose one of {list(CLASS_WEIGHTS)}."
             )
         if self.push_to_hub and not self.hub_model_id:
-            raise ValueError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/gpt-classifier.")
+            raise UsageError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/gpt-classifier.")
         if self.early_stopping_patience is not None and not self.load_best_model_at_end:
-            raise ValueError("--early_stopping_patience needs --load_best_model_at_end true (and a metric to watch).")
+            raise UsageError("--early_stopping_patience needs --load_best_model_at_end true (and a metric to watch).")
         if self.eval_strategy == "no" and self.load_best_model_at_end:
             # Nothing to pick the best checkpoint from: a run without evaluation keeps its last weights.
             self.load_best_model_at_end = False
@@ -125,7 +126,7 @@ def tokenize_for_classification(
     """
     limit = data_args.max_seq_length or max_length
     if limit > max_length:
-        raise ValueError(
+        raise UsageError(
             f"--max_seq_length {limit} exceeds the model's context length ({max_length}); pass --max_seq_length "
             f"{max_length} or less."
         )
@@ -151,7 +152,7 @@ def balanced_class_weights(labels: list[int] | np.ndarray, num_labels: int) -> t
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels)
     if (counts == 0).any():
         missing = np.flatnonzero(counts == 0).tolist()
-        raise ValueError(
+        raise UsageError(
             f"--class_weights balanced: classes {missing} have no training example; add examples or pass "
             "--class_weights none."
         )

@@ -81,7 +81,7 @@ def load_or_train_tokenizer(
             )
         return tokenizer
     if train_texts is None:
-        raise ValueError("no tokenizer: pass --tokenizer_name_or_path, or a training split to train one on.")
+        raise UsageError("no tokenizer: pass --tokenizer_name_or_path, or a training split to train one on.")
     logger.info(f"Training a byte-level BPE tokenizer of {model_args.tokenizer_vocab_size} tokens on the train split")
     model_max_length = model_args.max_position_embeddings
     if model_max_length is None and model_args.model_preset is not None:
@@ -123,7 +123,7 @@ def build_or_load_causal_lm(
             model = AutoModelForCausalLM.from_config(config, attn_implementation=model_args.attn_implementation)
     vocab_size = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab_size:
-        raise ValueError(
+        raise UsageError(
             f"the tokenizer has {len(tokenizer)} tokens but the model's embedding table holds {vocab_size}: pass the "
             f"model's own tokenizer (--tokenizer_name_or_path) or resize with model.resize_token_embeddings."
         )
@@ -180,7 +180,7 @@ def pack_for_pretraining(
     if packing == "padding_free":
         piece = data_args.max_seq_length or max_length
         if piece > max_length:
-            raise ValueError(
+            raise UsageError(
                 f"--max_seq_length {piece} exceeds the model's context length ({max_length}); pass "
                 f"--max_seq_length {max_length} or less."
             )
@@ -196,7 +196,7 @@ def pack_for_pretraining(
     elif packing == "blocks":
         block_size = data_args.block_size or max_length
         if block_size > max_length:
-            raise ValueError(
+            raise UsageError(
                 f"--block_size {block_size} exceeds the model's context length ({max_length}); pass --block_size "
                 f"{max_length} or less, or a model with larger --max_position_embeddings."
             )
@@ -223,6 +223,6 @@ def pack_for_pretraining(
         )
         collator = default_data_collator
     else:
-        raise ValueError(f"--packing {packing!r} is unknown; choose 'blocks' or 'padding_free'.")
+        raise UsageError(f"--packing {packing!r} is unknown; choose 'blocks' or 'padding_free'.")
     check_token_ids(packed, len(tokenizer))
     return packed, collator

@@ -22,6 +22,7 @@ from trl import SFTTrainer
 from hf_llm.data import DataError
 from hf_llm.data.formatting import alpaca_messages
 from hf_llm.data.validation import handle_overlong_completions
+from hf_llm.errors import UsageError
 
 from .callbacks import _add_to_logs
 from .checkpointing import AtomicCheckpointMixin
@@ -58,9 +59,9 @@ class SFTConfig(OutputDirArguments, TRLSFTConfig):
 
     def __post_init__(self):
         if self.push_to_hub and not self.hub_model_id:
-            raise ValueError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/gpt-sft.")
+            raise UsageError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/gpt-sft.")
         if self.num_generation_samples < 0:
-            raise ValueError(f"--num_generation_samples must be >= 0, got {self.num_generation_samples}.")
+            raise UsageError(f"--num_generation_samples must be >= 0, got {self.num_generation_samples}.")
         super().__post_init__()
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import yaml
 from trl import TrlParser
 
-from hf_llm.errors import UsageError
+from hf_llm.errors import UsageError, one_line
 
 
 class RecipeParser(TrlParser):
@@ -45,7 +45,14 @@ class RecipeParser(TrlParser):
                     "--config needs a recipe file, e.g. --config train_scripts/configs/pretrain/tiny.yaml"
                 )
             self.check_recipe(argv[index + 1])
-        return super().parse_args_and_config(argv, **kwargs)
+        try:
+            return super().parse_args_and_config(argv, **kwargs)
+        except UsageError:
+            raise
+        except ValueError as error:
+            # Raised while the argument dataclasses are built from the flags (TrainingArguments' and TRL's own checks
+            # of flag combinations): the user's flags, so one line.
+            raise UsageError(one_line(error)) from error
 
     def check_recipe(self, path: str) -> None:
         """
