@@ -135,7 +135,7 @@ def build_steps(args: argparse.Namespace, checkout: Path) -> list[PipelineStep]:
     tokenizer_command += [*hub("tokenizer"), *extra.get("tokenizer", [])]
 
     pretrain, sft, reward = str(out / "pretrain"), str(out / "sft"), str(out / "reward")
-    win_rate = ["--reference_model_name_or_path", sft, "--reward_model_name_or_path", reward]
+    win_rate = ["--reference_model_name_or_path", sft, "--reward_model_path", reward]
     steps = []
     if own_tokenizer:
         steps.append(PipelineStep("tokenizer", "tokenizer", tokenizer_command, out / "tokenizer", "tokenizer.json"))
@@ -356,7 +356,7 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
 
 def _push_datasets(args: argparse.Namespace) -> None:
     """Push the bundled data the stages train on, one dataset repo per data format, before any model is pushed."""
-    from .data import load_task_dataset
+    from .data import load_formatted_dataset
     from .hub import push_dataset
 
     datasets = _per_stage_values(args.dataset_name or ["pydocs"], "--dataset_name")
@@ -364,7 +364,7 @@ def _push_datasets(args: argparse.Namespace) -> None:
         return  # the user's own data stays where it is
     for data_format in ("text", "classification", "instruction", "preference"):
         repo_id = f"{args.hub_namespace}/{args.hub_prefix}-pydocs-{data_format}"
-        push_dataset(load_task_dataset("pydocs", data_format), repo_id, private=args.hub_private_repo)
+        push_dataset(load_formatted_dataset("pydocs", data_format), repo_id, private=args.hub_private_repo)
         print(f"hf-llm pipeline: pushed the pydocs {data_format} data to the dataset repo {repo_id}", flush=True)
 
 

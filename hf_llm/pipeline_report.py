@@ -239,14 +239,14 @@ def _fixed_prompt_samples(output_dir: Path, num_prompts: int = 4, max_new_tokens
         return None
     from transformers.utils import logging as transformers_logging
 
-    from .data import load_task_dataset
+    from .data import load_formatted_dataset
     from .data.formatting import chat_prompt
     from .evaluation.inference import generate_greedy, greedy_decoding
     from .evaluation.perplexity import model_max_length
     from .loading import load_model_for_evaluation
 
     try:
-        rows = list(load_task_dataset("pydocs", "instruction")["test"].select(range(num_prompts)))
+        rows = list(load_formatted_dataset("pydocs", "instruction")["test"].select(range(num_prompts)))
     except Exception:  # a pipeline on the user's own data may have no pydocs-shaped test split
         return None
     samples = [{"instruction": row["instruction"] + (f"\n{row['input']}" if row["input"] else "")} for row in rows]

@@ -6,7 +6,7 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import HfArgumentParser, TrainingArguments
 
-from hf_llm.data import DataArguments, DataError, check_utf8, dataset_fingerprint, load_task_dataset
+from hf_llm.data import DataArguments, DataError, check_utf8, dataset_fingerprint, load_formatted_dataset
 
 ROWS = [
     {"text": f"example number {i} about topic {i % 3}", "label": ["neg", "pos", "mixed"][i % 3]} for i in range(30)
@@ -33,7 +33,7 @@ def labeled_file(request, tmp_path):
 
 
 def test_every_format_loads_for_classification(labeled_file):
-    ds = load_task_dataset(str(labeled_file), "classification", validation_split_percentage=20)
+    ds = load_formatted_dataset(str(labeled_file), "classification", validation_split_percentage=20)
     assert set(ds) == {"train", "validation"}
     assert ds["train"].column_names == ["text", "label"]
     assert ds["train"].features["label"] == ClassLabel(names=["mixed", "neg", "pos"])
@@ -49,9 +49,9 @@ def test_every_format_loads_for_classification(labeled_file):
 def test_txt_file_sampled_by_paragraph_and_line(tmp_path):
     path = tmp_path / "book.txt"
     path.write_text("First paragraph,\nstill first.\n\nSecond one.\n\n\nThird one.\n")
-    ds = load_task_dataset(str(path), "text", validation_split_percentage=0)
+    ds = load_formatted_dataset(str(path), "text", validation_split_percentage=0)
     assert sorted(ds["train"]["text"]) == ["First paragraph,\nstill first.", "Second one.", "Third one."]
-    lines = load_task_dataset(str(path), "text", validation_split_percentage=0, text_sample_by="line")
+    lines = load_formatted_dataset(str(path), "text", validation_split_percentage=0, text_sample_by="line")
     # Blank lines are empty texts: dropped, and counted in the log.
     assert sorted(lines["train"]["text"]) == ["First paragraph,", "Second one.", "Third one.", "still first."]
 
@@ -63,7 +63,7 @@ def test_folder_with_named_splits(tmp_path):
     _write(folder / "dev.jsonl", "jsonl", ROWS[20:25])
     _write(folder / "test.jsonl", "jsonl", ROWS[25:])
     (folder / ".hidden.jsonl").write_text("not json")
-    ds = load_task_dataset(str(folder), "classification")
+    ds = load_formatted_dataset(str(folder), "classification")
     assert {k: len(v) for k, v in ds.items()} == {"train": 20, "validation": 5, "test": 5}
     assert ds["test"].features["label"] == ds["train"].features["label"]
 
@@ -71,14 +71,14 @@ def test_folder_with_named_splits(tmp_path):
 def test_folder_of_txt_files_is_one_train_split(tmp_path):
     for i in range(3):
         (tmp_path / f"doc{i}.txt").write_text(f"document {i}")
-    ds = load_task_dataset(str(tmp_path), "text", validation_split_percentage=0)
+    ds = load_formatted_dataset(str(tmp_path), "text", validation_split_percentage=0)
     assert sorted(ds["train"]["text"]) == ["document 0", "document 1", "document 2"]
 
 
 def test_column_flags_map_source_columns(tmp_path):
     rows = [{"review": f"text {i}", "stars": i % 2, "id": i} for i in range(10)]
     path = _write(tmp_path / "reviews.jsonl", "jsonl", rows)
-    ds = load_task_dataset(str(path), "classification", text_column="review", label_column="stars")
+    ds = load_formatted_dataset(str(path), "classification", text_column="review", label_column="stars")
     assert ds["train"].column_names == ["text", "label"]
     assert ds["train"].features["label"].names == ["0", "1"]
 
@@ -88,19 +88,19 @@ def test_missing_column_error_lists_columns_and_flag(tmp_path):
     with pytest.raises(
         ValueError, match=r"column 'text' not found .*reviews.jsonl.*\['review', 'stars'\].*--text_column"
     ):
-        load_task_dataset(str(path), "classification")
+        load_formatted_dataset(str(path), "classification")
     with pytest.raises(ValueError, match=r"--text_column body: column 'body' not found.*\['review', 'stars'\]"):
-        load_task_dataset(str(path), "classification", text_column="body", label_column="stars")
+        load_formatted_dataset(str(path), "classification", text_column="body", label_column="stars")
 
 
 def test_instruction_columns_and_optional_input(tmp_path):
     rows = [{"instruction": f"Do {i}", "output": f"Done {i}"} for i in range(5)]
     path = _write(tmp_path / "alpaca.json", "json", rows)
-    ds = load_task_dataset(str(path), "instruction", validation_split_percentage=0)
+    ds = load_formatted_dataset(str(path), "instruction", validation_split_percentage=0)
     assert ds["train"].column_names == ["instruction", "input", "output"]
     assert ds["train"]["input"] == [""] * 5
     chat = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}] * 3
-    ds = load_task_dataset(str(_write(tmp_path / "chat.jsonl", "jsonl", chat)), "instruction")
+    ds = load_formatted_dataset(str(_write(tmp_path / "chat.jsonl", "jsonl", chat)), "instruction")
     assert ds["train"].column_names == ["messages"]
     assert ds["train"][0]["messages"][1]["content"] == "hello"
 
@@ -108,36 +108,36 @@ def test_instruction_columns_and_optional_input(tmp_path):
 def test_preference_columns(tmp_path):
     rows = [{"question": f"q{i}", "good": f"a{i}", "bad": f"b{i}", "meta": 1} for i in range(6)]
     path = _write(tmp_path / "pairs.jsonl", "jsonl", rows)
-    ds = load_task_dataset(
+    ds = load_formatted_dataset(
         str(path), "preference", prompt_column="question", chosen_column="good", rejected_column="bad"
     )
     assert ds["train"].column_names == ["prompt", "chosen", "rejected"]
     with pytest.raises(ValueError, match="column 'chosen' not found.*--chosen_column"):
-        load_task_dataset(str(path), "preference")
+        load_formatted_dataset(str(path), "preference")
 
 
 def test_empty_inputs_raise(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(ValueError, match="empty.jsonl is empty"):
-        load_task_dataset(str(empty), "text")
+        load_formatted_dataset(str(empty), "text")
     folder = tmp_path / "nothing"
     folder.mkdir()
     (folder / "notes.md").write_text("x")
     with pytest.raises(ValueError, match="no data files in folder"):
-        load_task_dataset(str(folder), "text")
+        load_formatted_dataset(str(folder), "text")
     blank = tmp_path / "blank.txt"
     blank.write_text("\n\n\n")
     with pytest.raises(ValueError, match="no non-empty"):
-        load_task_dataset(str(blank), "text", text_sample_by="line")
+        load_formatted_dataset(str(blank), "text", text_sample_by="line")
 
 
 def test_missing_path_and_unreachable_hub_id():
     with pytest.raises(DataError, match="--dataset_name ./missing.jsonl: no such file"):
-        load_task_dataset("./missing.jsonl", "text")
+        load_formatted_dataset("./missing.jsonl", "text")
     # Tests run offline: a Hub id fails with one message that says what --dataset_name accepts.
     with pytest.raises(ValueError, match="could not load dataset 'someone/not-here'.*pydocs"):
-        load_task_dataset("someone/not-here", "text")
+        load_formatted_dataset("someone/not-here", "text")
 
 
 @pytest.mark.parametrize("fmt", ["txt", "jsonl", "csv"])
@@ -151,8 +151,8 @@ def test_non_utf8_names_file_and_offset_and_replace_works(tmp_path, fmt):
         ValueError,
         match=rf"latin1.{fmt} is not valid UTF-8: byte 0xe9 at byte offset {offset}.*--encoding_errors replace",
     ):
-        load_task_dataset(str(path), "text", validation_split_percentage=0)
-    ds = load_task_dataset(str(path), "text", validation_split_percentage=0, encoding_errors="replace")
+        load_formatted_dataset(str(path), "text", validation_split_percentage=0)
+    ds = load_formatted_dataset(str(path), "text", validation_split_percentage=0, encoding_errors="replace")
     assert any("caf\ufffd" in text for text in ds["train"]["text"])
 
 
@@ -174,16 +174,16 @@ def test_labels_outside_class_set(tmp_path):
     with pytest.raises(
         ValueError, match=r"labels \['mixed'\] .*outside the class set \['neg', 'pos'\].*--class_names"
     ):
-        load_task_dataset(str(path), "classification", class_names=["neg", "pos"])
+        load_formatted_dataset(str(path), "classification", class_names=["neg", "pos"])
     folder = tmp_path / "split"
     folder.mkdir()
     _write(folder / "train.jsonl", "jsonl", [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
     _write(folder / "validation.jsonl", "jsonl", [{"text": "c", "label": "z"}])
     with pytest.raises(ValueError, match=r"labels \['z'\] in .* \(split 'validation'\) are outside the class set"):
-        load_task_dataset(str(folder), "classification")
+        load_formatted_dataset(str(folder), "classification")
     negative = _write(tmp_path / "neg.jsonl", "jsonl", [{"text": "a", "label": -1}, {"text": "b", "label": 1}])
     with pytest.raises(ValueError, match="label -1 .* is negative"):
-        load_task_dataset(str(negative), "classification")
+        load_formatted_dataset(str(negative), "classification")
 
 
 @pytest.mark.parametrize(("class_names", "problem"), [(["pos"], "names a single class"), (["pos", "pos"], "repeats")])
@@ -192,12 +192,12 @@ def test_bad_class_names_are_named_as_the_flags_fault(tmp_path, class_names, pro
 
     path = _write(tmp_path / "train.jsonl", "jsonl", ROWS)
     with pytest.raises(UsageError, match=f"--class_names {' '.join(class_names)} {problem}"):
-        load_task_dataset(str(path), "classification", class_names=class_names)
+        load_formatted_dataset(str(path), "classification", class_names=class_names)
 
 
 def test_class_names_fix_the_label_order(tmp_path):
     path = _write(tmp_path / "train.jsonl", "jsonl", ROWS)
-    ds = load_task_dataset(str(path), "classification", class_names=["pos", "neg", "mixed"])
+    ds = load_formatted_dataset(str(path), "classification", class_names=["pos", "neg", "mixed"])
     assert ds["train"].features["label"].names == ["pos", "neg", "mixed"]
     names = ds["train"].features["label"].names
     by_text = {r["text"]: r["label"] for r in ROWS}
@@ -206,12 +206,12 @@ def test_class_names_fix_the_label_order(tmp_path):
 
 def test_sample_limits_and_unknown_options(tmp_path):
     path = _write(tmp_path / "train.jsonl", "jsonl", ROWS)
-    ds = load_task_dataset(str(path), "classification", max_train_samples=4, max_eval_samples=2)
+    ds = load_formatted_dataset(str(path), "classification", max_train_samples=4, max_eval_samples=2)
     assert (len(ds["train"]), len(ds["validation"])) == (4, 2)
     with pytest.raises(TypeError, match="unknown options \\['txt_column'\\]"):
-        load_task_dataset(str(path), "text", txt_column="x")
-    with pytest.raises(ValueError, match="unknown task 'pretraining'"):
-        load_task_dataset(str(path), "pretraining")
+        load_formatted_dataset(str(path), "text", txt_column="x")
+    with pytest.raises(ValueError, match="unknown data format 'pretraining'"):
+        load_formatted_dataset(str(path), "pretraining")
 
 
 def test_missing_split_names_flag(tmp_path):
@@ -219,13 +219,13 @@ def test_missing_split_names_flag(tmp_path):
     with pytest.raises(
         ValueError, match=r"split 'dev' not found .*splits are \['train'\].*--dataset_validation_split"
     ):
-        load_task_dataset(str(path), "text", dataset_validation_split="dev")
+        load_formatted_dataset(str(path), "text", dataset_validation_split="dev")
 
 
 def test_fingerprint_tracks_content(tmp_path):
-    a = load_task_dataset(str(_write(tmp_path / "a.jsonl", "jsonl", ROWS)), "text")
-    a2 = load_task_dataset(str(tmp_path / "a.jsonl"), "text")
-    b = load_task_dataset(str(_write(tmp_path / "b.jsonl", "jsonl", ROWS[:-1])), "text")
+    a = load_formatted_dataset(str(_write(tmp_path / "a.jsonl", "jsonl", ROWS)), "text")
+    a2 = load_formatted_dataset(str(tmp_path / "a.jsonl"), "text")
+    b = load_formatted_dataset(str(_write(tmp_path / "b.jsonl", "jsonl", ROWS[:-1])), "text")
     assert dataset_fingerprint(a) == dataset_fingerprint(a2)
     assert dataset_fingerprint(a) != dataset_fingerprint(b)
     assert isinstance(a, DatasetDict)

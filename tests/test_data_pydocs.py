@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hf_llm.data import DataError, hf_llm_cache_dir, load_pydocs, load_task_dataset, pydocs_dir, pydocs_manifest
+from hf_llm.data import DataError, hf_llm_cache_dir, load_formatted_dataset, load_pydocs, pydocs_dir, pydocs_manifest
 from hf_llm.data.pydocs import build_pydocs_records
 
 TASK_COLUMNS = {
@@ -98,11 +98,11 @@ def test_cache_dir_env_override(monkeypatch, tmp_path):
     assert hf_llm_cache_dir() == tmp_path / "xdg" / "hf_llm"
 
 
-def test_load_task_dataset_pydocs_drops_source(cache_dir, monkeypatch):
+def test_load_formatted_dataset_pydocs_drops_source(cache_dir, monkeypatch):
     monkeypatch.setenv("HF_LLM_CACHE", str(cache_dir))
-    ds = load_task_dataset("pydocs", "classification", max_train_samples=10)
+    ds = load_formatted_dataset("pydocs", "classification", max_train_samples=10)
     assert ds["train"].column_names == ["text", "label"] and len(ds["train"]) == 10
-    with pytest.raises(DataError, match="unknown task 'sft'"):
+    with pytest.raises(DataError, match="unknown data format 'sft'"):
         load_pydocs("sft", cache_dir=cache_dir)
 
 

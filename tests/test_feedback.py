@@ -26,7 +26,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AuthenticationError
 
 from hf_llm import GPTForCausalLM
-from hf_llm.data import load_task_dataset
+from hf_llm.data import load_formatted_dataset
 from hf_llm.errors import UsageError
 from hf_llm.feedback import (
     RankingSession,
@@ -207,7 +207,7 @@ def test_export_yields_every_ordered_pair_split_by_prompt(tmp_path):
 
     summary = export_rankings(tmp_path / "rankings.jsonl", tmp_path / "prefs", validation_fraction=0.34)
     assert summary["pairs"] == 15 and summary["rankings"] == 4 and summary["skipped"] == 1
-    loaded = load_task_dataset(str(tmp_path / "prefs"), "preference")
+    loaded = load_formatted_dataset(str(tmp_path / "prefs"), "preference")
     assert sum(len(split) for split in loaded.values()) == 15 and set(loaded) == {"train", "validation"}
     raw = load_dataset(str(tmp_path / "prefs"))  # the card's `configs` name the splits' files
     assert not set(raw["train"]["prompt_id"]) & set(raw["validation"]["prompt_id"])
@@ -273,8 +273,8 @@ def test_reward_model_trains_on_exported_pairs_and_on_the_rankings_file(tiny_mod
     for ranks in ([1, 2, 3], [2, 1, 3], [3, 1, 2], [1, 3, 2]):
         session.submit(session.current().prompt_id, ranks)
     export_rankings(tmp_path / "rankings.jsonl", tmp_path / "prefs", validation_fraction=0.25)
-    exported = load_task_dataset(str(tmp_path / "prefs"), "preference")
-    direct = load_task_dataset(str(tmp_path / "rankings.jsonl"), "preference", validation_split_percentage=25)
+    exported = load_formatted_dataset(str(tmp_path / "prefs"), "preference")
+    direct = load_formatted_dataset(str(tmp_path / "rankings.jsonl"), "preference", validation_split_percentage=25)
     for split in ("train", "validation"):  # the rankings file loads as the same pairs as the export
         assert sorted(map(json.dumps, direct[split].to_list())) == sorted(map(json.dumps, exported[split].to_list()))
 

@@ -320,8 +320,8 @@ def test_push_to_hub_pushes_the_data_and_each_stage(tmp_path, hub_server):
     )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     pushed = json.loads(loaded.stdout.strip().splitlines()[-1])
-    from hf_llm.data import load_task_dataset
+    from hf_llm.data import load_formatted_dataset
 
-    local = load_task_dataset("pydocs", "classification")
+    local = load_formatted_dataset("pydocs", "classification")
     assert pushed["splits"] == {split: len(rows) for split, rows in local.items()}
     assert pushed["columns"] == local["train"].column_names and pushed["vocab"] == 300

@@ -123,7 +123,7 @@ def test_eval_win_rate_task_and_reward_task_refuses_a_causal_lm(
 
     report = main(
         ["--model_name_or_path", tiny_sft_dir, "--task", "win_rate", "--reference_model_name_or_path", tiny_sft_dir,
-         "--reward_model_name_or_path", tiny_reward_dir, "--dataset_name", "pydocs", "--split", "validation",
+         "--reward_model_path", tiny_reward_dir, "--dataset_name", "pydocs", "--split", "validation",
          "--max_eval_samples", "3", "--max_new_tokens", "4", "--output_dir", str(tmp_path / "wr"), "--device", "cpu"],
     )  # fmt: skip
     assert report["metrics"]["win_rate"] == 0.5 and report["metrics"]["num_prompts"] == 3
@@ -143,7 +143,7 @@ def test_eval_tasks_that_generate_or_score_text_refuse_a_reward_model(tiny_rewar
             "validation", "--max_eval_samples", "2", "--output_dir", str(tmp_path / task),
             "--device", "cpu"]  # fmt: skip
     if task == "win_rate":
-        argv += ["--reference_model_name_or_path", tiny_reward_dir, "--reward_model_name_or_path", tiny_reward_dir]
+        argv += ["--reference_model_name_or_path", tiny_reward_dir, "--reward_model_path", tiny_reward_dir]
     with pytest.raises(
         UsageError, match=r"is a reward model \(.*one output\), not a language model; evaluate it with --task reward"
     ):

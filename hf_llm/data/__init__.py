@@ -11,9 +11,9 @@ Errors
     `DataError(ValueError)`: bad data or data flag; the message names the file/split/column/flag and the fix.
     Scripts catch it and exit with the message alone.
 
-Loading (every task's output has canonical columns and `train`/`validation`, plus `test` when available)
-    `load_task_dataset(dataset_name, task, *, seed=42, **data_args_fields) -> DatasetDict`
-    `load_dataset_from_args(data_args, task, *, seed=42) -> DatasetDict`
+Loading (every data format's output has canonical columns and `train`/`validation`, plus `test` when available)
+    `load_formatted_dataset(dataset_name, data_format, *, seed=42, **data_args_fields) -> DatasetDict`
+    `load_dataset_from_args(data_args, data_format, *, seed=42) -> DatasetDict`
     `load_raw_dataset(data_args) -> DatasetDict` (no renaming) and `check_utf8(path)`.
     `dataset_fingerprint(dataset) -> str`: short fingerprint to record next to an artifact, and
     `save_data_fingerprint(output_dir, data_args, dataset)`, which writes it as `data_fingerprint.json`.
@@ -23,7 +23,7 @@ Loading (every task's output has canonical columns and `train`/`validation`, plu
     `"pydocs"`.
 
 Bundled corpus
-    `load_pydocs(task, cache_dir=None) -> DatasetDict` (extra `source` column), `pydocs_fingerprint()`,
+    `load_pydocs(data_format, cache_dir=None) -> DatasetDict` (extra `source` column), `pydocs_fingerprint()`,
     `pydocs_manifest()`, `pydocs_dir()`, `hf_llm_cache_dir()` (`$HF_LLM_CACHE` overrides `~/.cache/hf_llm`).
 
 Tokenizing and packing (pretraining)
@@ -49,7 +49,8 @@ Tests: `tests/conftest.py` provides a session-scoped `tiny_tokenizer` fixture (b
 chat template) built with `hf_llm.tokenizer.train_tokenizer`.
 """
 
-from .arguments import COLUMN_FLAGS, TASKS, DataArguments
+from ..stages import DATA_FORMATS
+from .arguments import COLUMN_FLAGS, DataArguments
 from .errors import DataError
 from .formatting import (
     ALPACA_CHAT_TEMPLATE,
@@ -63,8 +64,8 @@ from .loading import (
     check_utf8,
     dataset_fingerprint,
     load_dataset_from_args,
+    load_formatted_dataset,
     load_raw_dataset,
-    load_task_dataset,
     save_data_fingerprint,
 )
 from .packing import group_texts, padding_free_collator, split_documents, tokenize_texts
@@ -74,7 +75,7 @@ from .validation import apply_overlong_strategy, check_token_ids, count_overlong
 __all__ = [
     "ALPACA_CHAT_TEMPLATE",
     "COLUMN_FLAGS",
-    "TASKS",
+    "DATA_FORMATS",
     "DataArguments",
     "DataError",
     "alpaca_messages",
@@ -91,7 +92,7 @@ __all__ = [
     "load_dataset_from_args",
     "load_pydocs",
     "load_raw_dataset",
-    "load_task_dataset",
+    "load_formatted_dataset",
     "padding_free_collator",
     "pydocs_dir",
     "pydocs_fingerprint",

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..stages import DATA_FORMATS
 from .errors import DataError
 
-TASKS = DATA_FORMATS  # the data formats of hf_llm.stages
 OVERLONG_STRATEGIES = ("truncate", "drop", "error")
 ENCODING_ERRORS = ("strict", "replace")
 TEXT_SAMPLE_BY = ("line", "paragraph", "document")
@@ -34,7 +32,7 @@ COLUMN_FLAGS = {
 @dataclass
 class DataArguments:
     """
-    Where the data comes from, how its columns map onto a task's canonical columns, and how examples are cut.
+    Where the data comes from, how its columns map onto a data format's canonical columns, and how examples are cut.
 
     Args:
         dataset_name (`str`, *optional*):

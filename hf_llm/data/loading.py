@@ -1,4 +1,4 @@
-"""Load a dataset for one task from a Hub id, local files or the bundled `pydocs`, with canonical columns."""
+"""Load a dataset in one data format from a Hub id, local files or the bundled `pydocs`, with canonical columns."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
 from transformers.utils import logging
 
 from ..errors import UsageError
-from .arguments import COLUMN_FLAGS, TASKS, DataArguments
+from ..stages import DATA_FORMATS
+from .arguments import COLUMN_FLAGS, DataArguments
 from .errors import DataError
 from .pydocs import load_pydocs
 
@@ -34,8 +35,8 @@ _SPLIT_ALIASES = {
     "test": ("test", "testing"),
 }
 
-# Canonical columns each task needs; `None` marks an optional one.
-TASK_COLUMNS: dict[str, dict[str, bool]] = {
+# Canonical columns each data format needs; `None` marks an optional one.
+FORMAT_COLUMNS: dict[str, dict[str, bool]] = {
     "text": {"text": True},
     "classification": {"text": True, "label": True},
     "instruction": {"instruction": True, "input": False, "output": True},
@@ -309,16 +310,16 @@ def _hold_out_validation(ds: DatasetDict, data_args: DataArguments, seed: int, s
     return DatasetDict(out)
 
 
-def _rename_columns(ds: DatasetDict, task: str, mapping: dict[str, str], source: str) -> DatasetDict:
-    wanted = TASK_COLUMNS[task]
-    if task == "instruction" and (
+def _rename_columns(ds: DatasetDict, data_format: str, mapping: dict[str, str], source: str) -> DatasetDict:
+    wanted = FORMAT_COLUMNS[data_format]
+    if data_format == "instruction" and (
         "messages" in mapping
         or ("messages" in ds["train"].column_names and not {"instruction", "output"} & mapping.keys())
     ):
         wanted = {"messages": True}
     for canonical in mapping:
         if canonical not in wanted:
-            logger.warning(f"--{COLUMN_FLAGS[canonical]} is ignored for task {task!r}")
+            logger.warning(f"--{COLUMN_FLAGS[canonical]} is ignored for the {data_format!r} data format")
     renamed = {}
     for split, split_ds in ds.items():
         columns = split_ds.column_names
@@ -336,7 +337,7 @@ def _rename_columns(ds: DatasetDict, task: str, mapping: dict[str, str], source:
                 raise DataError(
                     f"column {canonical!r} not found in {source} (split {split!r}); columns are {columns}; pass "
                     f"--{COLUMN_FLAGS[canonical]} <name> to use one of them"
-                    + ("; or give a 'messages' column (chat format)" if task == "instruction" else "")
+                    + ("; or give a 'messages' column (chat format)" if data_format == "instruction" else "")
                 )
         # Drop the canonical names that are about to be overwritten by a mapped column, then keep only ours.
         clashing = [c for c in rename.values() if c in columns and c not in rename]
@@ -344,7 +345,9 @@ def _rename_columns(ds: DatasetDict, task: str, mapping: dict[str, str], source:
         split_ds = split_ds.rename_columns({k: v for k, v in rename.items() if k != v})
         extra = [c for c in split_ds.column_names if c not in wanted]
         if extra:
-            logger.info(f"{source} (split {split!r}): dropping columns {extra} not used by task {task!r}")
+            logger.info(
+                f"{source} (split {split!r}): dropping columns {extra} not used by the {data_format!r} data format"
+            )
             split_ds = split_ds.remove_columns(extra)
         renamed[split] = split_ds
     return DatasetDict(renamed)
@@ -460,18 +463,18 @@ def _encode_labels(ds: DatasetDict, class_names: list[str] | None, source: str, 
     return DatasetDict(out)
 
 
-def _normalize(ds: DatasetDict, task: str, data_args: DataArguments, source: str) -> DatasetDict:
+def _normalize(ds: DatasetDict, data_format: str, data_args: DataArguments, source: str) -> DatasetDict:
     num_proc = data_args.preprocessing_num_workers
-    ds = _rename_columns(ds, task, data_args.column_mapping(), source)
+    ds = _rename_columns(ds, data_format, data_args.column_mapping(), source)
     columns = ds["train"].column_names
-    if task == "text":
+    if data_format == "text":
         _check_strings(ds, ["text"], source)
         ds = _drop_empty(ds, ["text"], source, num_proc)
-    elif task == "classification":
+    elif data_format == "classification":
         _check_strings(ds, ["text"], source)
         ds = _drop_empty(ds, ["text"], source, num_proc)
         ds = _encode_labels(ds, data_args.class_names, source, num_proc)
-    elif task == "instruction" and "messages" not in columns:
+    elif data_format == "instruction" and "messages" not in columns:
         _check_strings(ds, ["instruction", "output"], source)
         if "input" not in columns:
             ds = DatasetDict({s: d.add_column("input", [""] * len(d)) for s, d in ds.items()})
@@ -479,7 +482,7 @@ def _normalize(ds: DatasetDict, task: str, data_args: DataArguments, source: str
             ds = ds.map(lambda b: {"input": [x or "" for x in b["input"]]}, batched=True, num_proc=num_proc)
         ds = _drop_empty(ds, ["instruction", "output"], source, num_proc)
         ds = ds.select_columns(["instruction", "input", "output"])
-    elif task == "preference":
+    elif data_format == "preference":
         if "chosen" in columns and isinstance(ds["train"].features["chosen"], Value):
             _check_strings(ds, [c for c in ("prompt", "chosen", "rejected") if c in columns], source)
             ds = _drop_empty(ds, ["chosen", "rejected"], source, num_proc)
@@ -494,13 +497,14 @@ def _limit(ds: DatasetDict, data_args: DataArguments) -> DatasetDict:
     return DatasetDict(out)
 
 
-def load_dataset_from_args(data_args: DataArguments, task: str, *, seed: int = 42) -> DatasetDict:
+def load_dataset_from_args(data_args: DataArguments, data_format: str, *, seed: int = 42) -> DatasetDict:
     """
-    Load `data_args.dataset_name` for `task`, with the task's canonical columns and `train`/`validation`(/`test`).
+    Load `data_args.dataset_name` in `data_format`, with the format's canonical columns and
+    `train`/`validation`(/`test`).
 
     Args:
         data_args (`DataArguments`): Source, split names, column flags and limits.
-        task (`str`): `"text"`, `"classification"`, `"instruction"` or `"preference"` (the data formats).
+        data_format (`str`): `"text"`, `"classification"`, `"instruction"` or `"preference"` (the data formats).
         seed (`int`, defaults to 42): Seed of the validation hold-out when the source has no validation split.
 
     Returns:
@@ -509,15 +513,15 @@ def load_dataset_from_args(data_args: DataArguments, task: str, *, seed: int = 4
         (`ClassLabel`); instruction `instruction`, `input`, `output` (or `messages`); preference `chosen`,
         `rejected` and `prompt` if present. Bad input raises a `ValueError` naming the file/column/flag to fix.
     """
-    if task not in TASKS:
-        raise DataError(f"unknown task {task!r}; choose one of {list(TASKS)}")
+    if data_format not in DATA_FORMATS:
+        raise DataError(f"unknown data format {data_format!r}; choose one of {list(DATA_FORMATS)}")
     if data_args.dataset_name == "pydocs":
         if data_args.column_mapping():
             logger.warning("--*_column flags are ignored for pydocs, whose columns are already canonical")
-        ds = load_pydocs(task).remove_columns("source")
+        ds = load_pydocs(data_format).remove_columns("source")
         return _limit(ds, data_args)
     source = data_args.dataset_name
-    if task == "preference":
+    if data_format == "preference":
         from ..feedback.rankings import is_rankings_file  # imported here: hf_llm.feedback imports hf_llm.data
 
         if is_rankings_file(source):
@@ -527,7 +531,7 @@ def load_dataset_from_args(data_args: DataArguments, task: str, *, seed: int = 4
             return _limit(rankings_dataset(source, data_args.validation_split_percentage / 100, seed), data_args)
     raw = load_raw_dataset(data_args)
     ds = _pick_splits(raw, data_args, seed, source)
-    ds = _normalize(ds, task, data_args, source)
+    ds = _normalize(ds, data_format, data_args, source)
     ds = _hold_out_validation(ds, data_args, seed, source)
     return _limit(ds, data_args)
 
@@ -575,13 +579,13 @@ def save_data_fingerprint(output_dir: str | os.PathLike, data_args: DataArgument
     return path
 
 
-def load_task_dataset(dataset_name: str, task: str, *, seed: int = 42, **data_args_fields) -> DatasetDict:
+def load_formatted_dataset(dataset_name: str, data_format: str, *, seed: int = 42, **data_args_fields) -> DatasetDict:
     """
-    Load a dataset for one task: `load_dataset_from_args(DataArguments(dataset_name=..., **data_args_fields))`.
+    Load a dataset for one data_format: `load_dataset_from_args(DataArguments(dataset_name=..., **data_args_fields))`.
 
     Args:
         dataset_name (`str`): A Hub dataset id, a local file or folder, or `"pydocs"`.
-        task (`str`): `"text"`, `"classification"`, `"instruction"` or `"preference"` (the data formats).
+        data_format (`str`): `"text"`, `"classification"`, `"instruction"` or `"preference"` (the data formats).
         seed (`int`, defaults to 42): Seed of the validation hold-out.
         **data_args_fields: Any `DataArguments` field, e.g. `text_column="review"`, `dataset_config_name="plain_text"`.
 
@@ -591,14 +595,16 @@ def load_task_dataset(dataset_name: str, task: str, *, seed: int = 42, **data_ar
     Example:
 
     ```python
-    >>> from hf_llm.data import load_task_dataset
-    >>> ds = load_task_dataset("reviews.csv", "classification", text_column="review", label_column="stars")
+    >>> from hf_llm.data import load_formatted_dataset
+    >>> ds = load_formatted_dataset("reviews.csv", "classification", text_column="review", label_column="stars")
     ```
     """
     valid = {f.name for f in dataclasses.fields(DataArguments)} - {"dataset_name"}
     unknown = sorted(set(data_args_fields) - valid)
     if unknown:
         raise TypeError(
-            f"load_task_dataset got unknown options {unknown}; valid ones are DataArguments fields {sorted(valid)}"
+            f"load_formatted_dataset got unknown options {unknown}; valid ones are the DataArguments fields "
+            f"{sorted(valid)}"
         )
-    return load_dataset_from_args(DataArguments(dataset_name=dataset_name, **data_args_fields), task, seed=seed)
+    data_args = DataArguments(dataset_name=dataset_name, **data_args_fields)
+    return load_dataset_from_args(data_args, data_format, seed=seed)

@@ -6,12 +6,12 @@ Sources, read from the interpreter that runs hf_llm (so nothing is downloaded):
 - the docstrings of about 200 standard-library modules, with their classes, functions and methods.
 
 Each module belongs to one coarse *area* of the standard library (`STDLIB_AREAS`); the areas are the classes of the
-classification task. Modules in `GENERAL_MODULES` feed the other tasks only. Splits are made by *unit* (a module or
+classification format. Modules in `GENERAL_MODULES` feed the other formats only. Splits are made by *unit* (a module or
 a topic), never by item, so nothing a model sees in `train` comes from a module or topic that is in `test`: within
 each area the units, largest first, go to whichever split is furthest below its share (80/10/10 of characters).
 Every text is also deduplicated across the whole corpus before splitting.
 
-The four task datasets are built once per Python version and builder version, saved with `save_to_disk` under
+The four data-format datasets are built once per Python version and builder version, saved with `save_to_disk` under
 `<cache>/pydocs/<key>/` (`HF_LLM_CACHE` overrides the cache root, which defaults to `$XDG_CACHE_HOME/hf_llm` or
 `~/.cache/hf_llm`) and written atomically; `manifest.json` there records the content fingerprint and sizes.
 """
@@ -230,29 +230,32 @@ def _dedupe(records: list[dict], keys: tuple[str, ...], seen: dict[str, set]) ->
     return kept
 
 
-def _features(task: str) -> Features:
-    if task == "text":
+def _features(data_format: str) -> Features:
+    if data_format == "text":
         return Features({"text": Value("string"), "source": Value("string")})
-    if task == "classification":
+    if data_format == "classification":
         return Features(
             {"text": Value("string"), "label": ClassLabel(names=list(STDLIB_AREAS)), "source": Value("string")}
         )
-    if task == "instruction":
+    if data_format == "instruction":
         return Features({k: Value("string") for k in ("instruction", "input", "output", "source")})
     return Features({k: Value("string") for k in ("prompt", "chosen", "rejected", "rejected_kind", "source")})
 
 
 def build_pydocs_records() -> tuple[dict[str, dict[str, list[dict]]], dict]:
     """
-    Build every task's records from the running interpreter's documentation.
+    Build every data format's records from the running interpreter's documentation.
 
     Returns:
-        `tuple(dict, dict)`: `records[task][split]` (lists of dicts) and a manifest with the content fingerprint,
+        `tuple(dict, dict)`: `records[data_format][split]` (lists of dicts) and a manifest with the content
+        fingerprint,
         the unit-to-split assignment and the sizes.
     """
     units, missing = _extract_units()
     assignment = _assign_splits(units)
-    records = {task: {split: [] for split in SPLITS} for task in ("text", "classification", "instruction")}
+    records = {
+        data_format: {split: [] for split in SPLITS} for data_format in ("text", "classification", "instruction")
+    }
     seen = {k: set() for k in ("instruction", "output")}
     for unit in units:
         split = assignment[unit["name"]]
@@ -264,16 +267,19 @@ def build_pydocs_records() -> tuple[dict[str, dict[str, list[dict]]], dict]:
     }
     # Units arrive module by module (so grouped by class); a fixed shuffle per split makes any prefix, such as
     # --max_train_samples or --max_eval_samples, a fair sample.
-    for task, by_split in records.items():
+    for data_format, by_split in records.items():
         for split, rows in by_split.items():
-            random.Random(f"{task}/{split}").shuffle(rows)
+            random.Random(f"{data_format}/{split}").shuffle(rows)
     label_ids = {name: i for i, name in enumerate(STDLIB_AREAS)}
     for split in SPLITS:
         for record in records["classification"][split]:
             record["label"] = label_ids[record["label"]]
 
     digest = hashlib.sha256(json.dumps(records, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-    sizes = {task: {split: len(rows) for split, rows in by_split.items()} for task, by_split in records.items()}
+    sizes = {
+        data_format: {split: len(rows) for split, rows in by_split.items()}
+        for data_format, by_split in records.items()
+    }
     class_counts = {
         split: {name: sum(r["label"] == i for r in records["classification"][split]) for name, i in label_ids.items()}
         for split in SPLITS
@@ -312,7 +318,7 @@ def pydocs_dir(cache_dir: str | os.PathLike | None = None) -> Path:
             Cache root; defaults to `hf_llm_cache_dir()`.
 
     Returns:
-        `Path`: `<cache_dir>/pydocs/<key>`, holding `manifest.json` and one `save_to_disk` folder per task.
+        `Path`: `<cache_dir>/pydocs/<key>`, holding `manifest.json` and one `save_to_disk` folder per data format.
     """
     root = Path(cache_dir).expanduser() if cache_dir is not None else hf_llm_cache_dir()
     final = root / "pydocs" / _cache_key()
@@ -325,15 +331,15 @@ def pydocs_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     bars_were_enabled = datasets_logging.is_progress_bar_enabled()
     datasets_logging.disable_progress_bar()
     try:
-        for task, by_split in records.items():
+        for data_format, by_split in records.items():
             splits = {}
             for split, rows in by_split.items():
-                splits[split] = Dataset.from_list(rows, features=_features(task))
+                splits[split] = Dataset.from_list(rows, features=_features(data_format))
                 # A content-derived fingerprint (instead of a random one) makes `dataset_fingerprint` and the
                 # `map` cache agree across machines that build the same corpus.
-                key = f"pydocs/{manifest['fingerprint']}/{task}/{split}"
+                key = f"pydocs/{manifest['fingerprint']}/{data_format}/{split}"
                 splits[split]._fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
-            DatasetDict(splits).save_to_disk(str(tmp / task))
+            DatasetDict(splits).save_to_disk(str(tmp / data_format))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         try:
             os.rename(tmp, final)
@@ -359,16 +365,16 @@ def pydocs_fingerprint(cache_dir: str | os.PathLike | None = None) -> str:
     return pydocs_manifest(cache_dir)["fingerprint"]
 
 
-def load_pydocs(task: str, cache_dir: str | os.PathLike | None = None) -> DatasetDict:
+def load_pydocs(data_format: str, cache_dir: str | os.PathLike | None = None) -> DatasetDict:
     """
-    Load the bundled offline `pydocs` corpus for one task.
+    Load the bundled offline `pydocs` corpus in one data format.
 
     Args:
-        task (`str`):
+        data_format (`str`):
             `"text"` (`text`), `"classification"` (`text`, `label` as a `ClassLabel` over the areas of the
             standard library), `"instruction"` (`instruction`, `input`, `output`) or `"preference"` (`prompt`,
             `chosen`, `rejected`, `rejected_kind`: what is wrong with the rejected answer, one of
-            `REJECTED_KINDS`). Every task also has a `source` column (module, qualified name or topic).
+            `REJECTED_KINDS`). Every format also has a `source` column (module, qualified name or topic).
         cache_dir (`str` or `os.PathLike`, *optional*):
             Cache root; defaults to `$HF_LLM_CACHE` or `~/.cache/hf_llm`.
 
@@ -384,7 +390,7 @@ def load_pydocs(task: str, cache_dir: str | os.PathLike | None = None) -> Datase
     ['text_processing', 'files_and_os']
     ```
     """
-    tasks = DATA_FORMATS
-    if task not in tasks:
-        raise DataError(f"unknown task {task!r} for pydocs; choose one of {list(tasks)}")
-    return load_from_disk(str(pydocs_dir(cache_dir) / task))
+    data_formats = DATA_FORMATS
+    if data_format not in data_formats:
+        raise DataError(f"unknown data format {data_format!r} for pydocs; choose one of {list(data_formats)}")
+    return load_from_disk(str(pydocs_dir(cache_dir) / data_format))

@@ -52,7 +52,7 @@ class EvaluationArguments:
             Random seed, recorded in the manifest.
         metrics_dir (`str`, *optional*):
             The `eval/metrics` directory holding the `evaluate` modules; defaults to the checkout's.
-        reward_model_name_or_path (`str`, *optional*):
+        reward_model_path (`str`, *optional*):
             `win_rate` task: the reward model (a `reward.py` output) that scores the greedy answers.
         reference_model_name_or_path (`str`, *optional*):
             `win_rate` task: the policy the model is compared against (e.g. the SFT model it was aligned from).
@@ -84,7 +84,7 @@ class EvaluationArguments:
     metrics_dir: str | None = field(
         default=None, metadata={"help": "The eval/metrics directory; defaults to the one in hf_llm's checkout."}
     )
-    reward_model_name_or_path: str | None = field(
+    reward_model_path: str | None = field(
         default=None, metadata={"help": "win_rate task: the reward model (reward.py output) that scores answers."}
     )
     reference_model_name_or_path: str | None = field(

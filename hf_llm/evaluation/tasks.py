@@ -200,17 +200,17 @@ def evaluate_win_rate(
 ) -> TaskResult:
     """
     The `win_rate` task (`hf-llm eval --task win_rate`): mean reward of `--model_name_or_path`'s greedy answers to the
-    split's prompts under `--reward_model_name_or_path` and, with `--reference_model_name_or_path` (e.g. the SFT
+    split's prompts under `--reward_model_path` and, with `--reference_model_name_or_path` (e.g. the SFT
     model), the win rate over that policy's answers. Each prompt's answers and rewards go to `generations.jsonl`.
     """
-    if not args.reward_model_name_or_path:
+    if not args.reward_model_path:
         raise UsageError(
-            "--task win_rate scores answers with a reward model: pass --reward_model_name_or_path (a reward.py "
+            "--task win_rate scores answers with a reward model: pass --reward_model_path (a reward.py "
             "output), and --reference_model_name_or_path (e.g. the SFT model) for the win rate."
         )
     device = next(model.parameters()).device
     reward_model = load_reward_model(
-        args.reward_model_name_or_path, trust_remote_code=args.trust_remote_code, what="--reward_model_name_or_path"
+        args.reward_model_path, trust_remote_code=args.trust_remote_code, what="--reward_model_path"
     ).to(device)
     reward_model.config.pad_token_id = tokenizer.pad_token_id
     reference = None
@@ -234,7 +234,7 @@ def evaluate_win_rate(
         for sample in samples
     ]
     settings = {
-        "reward_model": args.reward_model_name_or_path,
+        "reward_model": args.reward_model_path,
         "reference_model": args.reference_model_name_or_path,
         "decoding": "greedy",
         "max_new_tokens": args.max_new_tokens,

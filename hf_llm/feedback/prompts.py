@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers.utils import logging
 
-from ..data import DataArguments, DataError, alpaca_messages, load_raw_dataset, load_task_dataset
+from ..data import DataArguments, DataError, alpaca_messages, load_formatted_dataset, load_raw_dataset
 
 logger = logging.get_logger(__name__)
 
@@ -54,7 +54,7 @@ def load_prompts(
         prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     else:
         if dataset_name == "pydocs":
-            splits = load_task_dataset("pydocs", "instruction")
+            splits = load_formatted_dataset("pydocs", "instruction")
         else:
             splits = load_raw_dataset(DataArguments(dataset_name=dataset_name))
         source = f"{dataset_name} (split {split!r})"
