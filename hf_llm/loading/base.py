@@ -262,7 +262,7 @@ def load_model_for_stage(
 
 
 def _disable_cpu_4bit_inference_kernel(model: torch.nn.Module) -> None:
-    # bitsandbytes 0.50 repacks a 4-bit weight for a faster CPU inference kernel (avx512-bf16 CPUs) the first time the
+    # bitsandbytes repacks a 4-bit weight for a faster CPU inference kernel (avx512-bf16 CPUs) the first time the
     # layer runs in eval mode without grad, and keeps that layout. During training that breaks twice: an evaluation
     # between steps leaves layers the training matmul cannot use ("a view of a leaf Variable ... in-place"), and
     # widths that are not whole 64-value blocks (the `tiny` preset's 96) cannot be repacked at all ("shape '[96, 1]'

@@ -7,14 +7,14 @@ dataset = prepare_preference_dataset(raw, source)                       # checke
 pairs = tokenize_reward_pairs(dataset["train"], tokenizer, max_length=..., strategy=..., split="train")
 ```
 
-Facts these helpers encode (TRL 1.12 on hf_llm's GPT, DESIGN §5):
+Facts these helpers encode (versions in docs/upstream-facts.md):
 
 - `RewardTrainer` silently drops pairs longer than `max_length` and `DPOTrainer` silently drops examples whose prompt
   fills it: here they are counted and reported, truncated (keeping the end a reward model pools) or refused by
   `--overlong_strategy`.
 - The reward model and PPO find padding as `input_ids != pad_token_id`: pad must differ from eos.
 - PPO's reward and value models must be sequence classifiers with a `score` head
-  (`hf_llm.evaluation.win_rate.load_reward_model` refuses anything else).
+  (`hf_llm.loading.load_reward_model` refuses anything else).
 - PPO rollouts continue the last column of a batch: prompts must be padded on the left ([`LeftPaddingCollator`]).
 """
 

@@ -194,7 +194,7 @@ def resolve_resume_checkpoint(
     _check_same_run(checkpoint, state, training_args)
     step, max_steps = state.get("global_step", 0), state.get("max_steps", 0)
     if max_steps and step >= max_steps:
-        # Trainer would run one more step past max_steps from here (transformers 5.23): refuse instead.
+        # Trainer would run one more step past max_steps from here (docs/upstream-facts.md): refuse instead.
         raise UsageError(
             f"--resume_from_checkpoint: {checkpoint} is already the last step ({step} of max_steps {max_steps}), but "
             f"the run's final save in {output_dir} did not finish; nothing is left to train. Its weights are the "

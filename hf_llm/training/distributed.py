@@ -4,8 +4,8 @@
 every process (so do `Accelerator(fsdp_plugin=...)` and `--fsdp` / `--deepspeed`), but whether the run is then
 sharded is decided inside each process by `accelerate.state.AcceleratorState`, which turns FSDP and DeepSpeed on
 only for accelerator devices (GPU, XPU, NPU, ...). Elsewhere the run goes on as something else with exit code 0:
-plain DDP on CPU processes, or every rank training its own copy when accelerate counts one process. Seen with
-accelerate 1.15 on CPU: `fsdp.yaml` ran as DDP or as two independent runs, `deepspeed_zero2.yaml` as DDP.
+plain DDP on CPU processes, or every rank training its own copy when accelerate counts one process (seen on CPU:
+`fsdp.yaml` ran as DDP or as two independent runs, `deepspeed_zero2.yaml` as DDP; docs/upstream-facts.md).
 
 [`check_sharding`] turns that into one clear error before the first step. [`AtomicCheckpointMixin`], which every
 stage's trainer uses, calls it around the model wrapping, so each stage script gets it without a line of its own.
