@@ -39,8 +39,6 @@ import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
 from hf_llm.loading import (
-    check_attn_implementation,
-    check_model_source,
     load_model_for_stage,
     load_reward_model,
     load_tokenizer_for_stage,
@@ -52,7 +50,6 @@ from hf_llm.training import (
     RecipeParser,
     ThroughputCallback,
     add_callbacks,
-    check_output_dir,
     list_checkpoints,
     save_and_push,
 )
@@ -60,6 +57,7 @@ from hf_llm.training.alignment import LeftPaddingCollator, PPOMonitorCallback, h
 from hf_llm.training.distributed import check_sharding
 from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
 from hf_llm.training.ppo import VALUE_MODEL_DIR_NAME, AtomicPPOTrainer, PPOConfig
+from hf_llm.training.preflight import check_stage_inputs
 
 logger = logging.get_logger("hf_llm.ppo")
 
@@ -82,15 +80,12 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
             "--overwrite_output_dir, or pass a checkpoint-N directory as --model_name_or_path to continue from its "
             "policy."
         )
-    # Refuses an --output_dir holding another run or other files, before any work.
-    check_output_dir(training_args)
-    # trl's ModelConfig checks nothing when parsed: a missing model or attention kernel is refused before the data.
-    check_attn_implementation(model_args.attn_implementation)
-    if model_args.model_name_or_path is not None:
-        check_model_source(model_args.model_name_or_path)
-    check_model_source(training_args.reward_model_path, "--reward_model_path")
-    if training_args.value_model_path:
-        check_model_source(training_args.value_model_path, "--value_model_path")
+    # Refuses --output_dir, the attention kernel and the models' sources before any work.
+    check_stage_inputs(
+        model_args,
+        training_args,
+        {"--reward_model_path": training_args.reward_model_path, "--value_model_path": training_args.value_model_path},
+    )
 
     ###################
     # Model & tokenizer

@@ -40,8 +40,6 @@ import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
 from hf_llm.loading import (
-    check_attn_implementation,
-    check_model_source,
     load_model_for_stage,
     load_tokenizer_for_stage,
     merge_trained_adapter,
@@ -52,11 +50,11 @@ from hf_llm.training import (
     RecipeParser,
     add_callbacks,
     check_checkpoint_matches_model,
-    check_output_dir,
     final_eval_metrics,
     save_and_push,
 )
 from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
+from hf_llm.training.preflight import check_stage_inputs
 from hf_llm.training.sft import (
     AtomicSFTTrainer,
     GenerationEvalCallback,
@@ -74,12 +72,8 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: SFTCo
         raise UsageError("no training data: pass --dataset_name (a Hub id, a local JSON/CSV file, or 'pydocs').")
     set_seed(training_args.seed)
     std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
-    # Refuses an --output_dir holding another run or other files, before any work; None: a fresh start.
-    resume_checkpoint = check_output_dir(training_args)
-    # trl's ModelConfig checks nothing when parsed: a missing model or attention kernel is refused before the data.
-    check_attn_implementation(model_args.attn_implementation)
-    if model_args.model_name_or_path is not None:
-        check_model_source(model_args.model_name_or_path)
+    # Refuses --output_dir, the attention kernel and the models' sources before any work; None: a fresh start.
+    resume_checkpoint = check_stage_inputs(model_args, training_args)
 
     ###################
     # Model & tokenizer
