@@ -15,7 +15,9 @@ from ..errors import UsageError
 from ..stages import DATA_FORMATS
 from .arguments import COLUMN_FLAGS, DataArguments
 from .errors import DataError
+from .preferences import rankings_dataset
 from .pydocs import load_pydocs
+from .rankings import is_rankings_file
 
 logger = logging.get_logger(__name__)
 
@@ -522,11 +524,8 @@ def load_dataset_from_args(data_args: DataArguments, data_format: str, *, seed: 
         return _limit(ds, data_args)
     source = data_args.dataset_name
     if data_format == "preference":
-        from ..feedback.rankings import is_rankings_file  # imported here: hf_llm.feedback imports hf_llm.data
-
         if is_rankings_file(source):
             # `hf-llm rank` output: each ranking expanded to its preference pairs, split by prompt.
-            from ..feedback.export import rankings_dataset
 
             return _limit(rankings_dataset(source, data_args.validation_split_percentage / 100, seed), data_args)
     raw = load_raw_dataset(data_args)

@@ -19,9 +19,15 @@ Public API
     `check_binding`, `read_auth_file`.
 """
 
-from .export import export_rankings, labeler_agreement, rankings_dataset, rankings_to_preferences, split_by_prompt
+from ..data.preferences import (
+    export_rankings,
+    labeler_agreement,
+    rankings_dataset,
+    rankings_to_preferences,
+    split_by_prompt,
+)
+from ..data.rankings import SCHEMA, VERDICTS, append_record, is_rankings_file, normalize_ranks, prompt_id, read_records
 from .prompts import load_prompts
-from .rankings import SCHEMA, VERDICTS, append_record, is_rankings_file, normalize_ranks, prompt_id, read_records
 from .sampling import SamplingConfig, answer_sampler, format_prompt, sample_answers, stream_reply
 from .session import RankingSession
 

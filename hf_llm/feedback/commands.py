@@ -75,7 +75,7 @@ def add_chat_web_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .export import export_rankings
+    from ..data.preferences import export_rankings
 
     summary = export_rankings(
         args.output_file,

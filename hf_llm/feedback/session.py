@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hf_llm.errors import UsageError
 
-from .rankings import append_record, normalize_ranks, prompt_id, read_records, utc_now
+from ..data.rankings import append_record, normalize_ranks, prompt_id, read_records, utc_now
 
 #: `sample(prompt, prompt_id) -> (formatted_prompt, answers)`: the text the model saw and its answers.
 Sampler = Callable[[str, str], tuple[str, list[str]]]
