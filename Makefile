@@ -25,6 +25,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -c $(LOCK) -e ".[dev]"
 	$(BIN)/pip install --quiet -c $(LOCK) -e ".[deepspeed]" || echo "deepspeed did not install: the DeepSpeed ZeRO tests will be skipped"
+	$(BIN)/pip install --quiet -c $(LOCK) -e ".[llama-cpp]" || echo "llama-cpp-python did not build: the llama.cpp export test will be skipped"
 	touch $@
 
 install: $(VENV)/.installed
@@ -60,6 +61,7 @@ newest-venv:
 	$(NEWEST_BIN)/pip install --quiet $(TORCH)
 	$(NEWEST_BIN)/pip install --quiet -e ".[dev]"
 	$(NEWEST_BIN)/pip install --quiet -e ".[deepspeed]" || echo "deepspeed did not install: the DeepSpeed ZeRO tests will be skipped"
+	$(NEWEST_BIN)/pip install --quiet -e ".[llama-cpp]" || echo "llama-cpp-python did not build: the llama.cpp export test will be skipped"
 
 test-newest: newest-venv system-deps
 	$(NEWEST_BIN)/hf-llm env

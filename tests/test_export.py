@@ -10,7 +10,7 @@ from transformers import GPT2LMHeadModel
 from hf_llm import GPTConfig, GPTForCausalLM
 from hf_llm.cli import main
 from hf_llm.errors import UsageError
-from hf_llm.export import export_gpt2
+from hf_llm.export import export_gguf, export_gpt2
 
 
 def trained_tiny_gpt(**overrides) -> GPTForCausalLM:
@@ -110,3 +110,112 @@ def test_export_refuses_to_write_into_the_checkpoint_or_over_a_users_files(tmp_p
     assert (users_dir / "config.json").read_text() == "my own file"
     export_gpt2(str(source), str(users_dir), overwrite_output_dir=True)
     assert "gpt2" in (users_dir / "config.json").read_text()
+
+
+# ---- GGUF ----
+def _gguf_forward(path, input_ids):
+    """GPT-2's forward pass in numpy from a GGUF file's f32 tensors, as llama.cpp's gpt2 graph computes it."""
+    import numpy as np
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    weights = {tensor.name: np.array(tensor.data, dtype=np.float32).reshape(tuple(reversed(tensor.shape.tolist())))
+               for tensor in reader.tensors}  # fmt: skip
+    field = reader.fields
+    heads = int(field["gpt2.attention.head_count"].parts[-1][0])
+    eps = float(field["gpt2.attention.layer_norm_epsilon"].parts[-1][0])
+    layers = int(field["gpt2.block_count"].parts[-1][0])
+
+    def norm(x, name):
+        mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - mean) / np.sqrt(var + eps) * weights[f"{name}.weight"] + weights[f"{name}.bias"]
+
+    def gelu(x):
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+    T = len(input_ids)
+    x = weights["token_embd.weight"][input_ids] + weights["position_embd.weight"][:T]
+    for i in range(layers):
+        h = norm(x, f"blk.{i}.attn_norm")
+        qkv = h @ weights[f"blk.{i}.attn_qkv.weight"].T + weights[f"blk.{i}.attn_qkv.bias"]
+        q, k, v = (part.reshape(T, heads, -1).transpose(1, 0, 2) for part in np.split(qkv, 3, axis=-1))
+        scores = q @ k.transpose(0, 2, 1) / np.sqrt(q.shape[-1]) + np.triu(np.full((T, T), -np.inf), 1)
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        attention = (probs / probs.sum(-1, keepdims=True)) @ v
+        x = x + attention.transpose(1, 0, 2).reshape(T, -1) @ weights[f"blk.{i}.attn_output.weight"].T
+        x = x + weights[f"blk.{i}.attn_output.bias"]
+        h = gelu(norm(x, f"blk.{i}.ffn_norm") @ weights[f"blk.{i}.ffn_up.weight"].T + weights[f"blk.{i}.ffn_up.bias"])
+        x = x + h @ weights[f"blk.{i}.ffn_down.weight"].T + weights[f"blk.{i}.ffn_down.bias"]
+    head = weights.get("output.weight", weights["token_embd.weight"])  # tied: llama.cpp reuses the embedding
+    return norm(x, "output_norm") @ head.T, reader
+
+
+@pytest.fixture
+def saved_gpt(tmp_path, tiny_tokenizer):
+    source = tmp_path / "model"
+    torch.manual_seed(0)
+    config = GPTConfig(
+        vocab_size=len(tiny_tokenizer)
+        + 11,  # an embedding table larger than the vocabulary, as padded vocabularies are
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+    )
+    model = GPTForCausalLM(config).eval()
+    model.save_pretrained(source)
+    tiny_tokenizer.save_pretrained(source)
+    return model, source
+
+
+def test_gguf_export_is_llama_cpps_gpt2_layout_with_equal_logits_and_the_tokenizer(
+    saved_gpt, tiny_tokenizer, tmp_path
+):
+    import numpy as np
+
+    model, source = saved_gpt
+    assert main(["export", str(source), "--format", "gguf", "--output_dir", str(tmp_path / "gguf")]) == 0
+    path = tmp_path / "gguf" / "model-f32.gguf"
+    input_ids = tiny_tokenizer("def add(a, b):\n    return a + b").input_ids
+    logits, reader = _gguf_forward(str(path), input_ids)
+    with torch.no_grad():
+        expected = model(torch.tensor([input_ids])).logits[0].numpy()
+    np.testing.assert_allclose(logits, expected, atol=2e-5, rtol=0)
+    fields = reader.fields
+    tokens = [bytes(fields["tokenizer.ggml.tokens"].parts[i]).decode() for i in fields["tokenizer.ggml.tokens"].data]
+    assert len(tokens) == model.config.vocab_size  # padded to the embedding table
+    assert tokens[: len(tiny_tokenizer)] == tiny_tokenizer.convert_ids_to_tokens(list(range(len(tiny_tokenizer))))
+    assert bytes(fields["tokenizer.ggml.model"].parts[-1]).decode() == "gpt2"
+    assert int(fields["tokenizer.ggml.eos_token_id"].parts[-1][0]) == tiny_tokenizer.eos_token_id
+    assert "output.weight" not in {tensor.name for tensor in reader.tensors}  # tied
+
+
+@pytest.mark.parametrize("outtype", ["f16", "q8_0"])
+def test_gguf_quantized_exports_store_matrices_in_their_type(saved_gpt, tmp_path, outtype):
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    _, source = saved_gpt
+    path = export_gguf(str(source), str(tmp_path / outtype), outtype=outtype)
+    types = {tensor.name: tensor.tensor_type for tensor in GGUFReader(path).tensors}
+    assert types["blk.0.attn_qkv.weight"] == GGMLQuantizationType[outtype.upper()]
+    assert types["blk.0.attn_qkv.bias"] == GGMLQuantizationType.F32  # 1-D tensors stay f32
+    assert types["position_embd.weight"] == GGMLQuantizationType.F32
+
+
+def test_llama_cpp_generates_our_greedy_tokens_from_the_gguf(saved_gpt, tiny_tokenizer, tmp_path):
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python did not build here (best-effort extra)")
+    model, source = saved_gpt
+    path = export_gguf(str(source), str(tmp_path / "gguf"))
+    llm = llama_cpp.Llama(model_path=path, n_ctx=64, logits_all=False, verbose=False, n_threads=1)
+    prompt = "def add(a, b):"
+    ids = tiny_tokenizer(prompt).input_ids
+    assert llm.tokenize(prompt.encode(), add_bos=False, special=False) == ids
+    ours = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids) :].tolist()
+    theirs = []
+    for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
+        theirs.append(token)
+        if len(theirs) == len(ours) or token == tiny_tokenizer.eos_token_id:
+            break
+    assert theirs == ours[: len(theirs)] and len(theirs) == len(ours)
