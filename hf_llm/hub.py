@@ -94,6 +94,65 @@ def _load_snippet(repo: str, is_adapter: bool, sequence_classification: bool, cu
     return "\n".join(lines)
 
 
+#: Metric names (after a split prefix such as `eval_`) that `hf_llm.evaluation.baselines` adds beside a classifier's.
+_BASELINE_KEYS = (
+    "majority_accuracy",
+    "majority_macro_f1",
+    "tfidf_accuracy",
+    "tfidf_macro_f1",
+    "tfidf_c",
+    "num_train_examples",
+    "accuracy_minus_majority",
+    "accuracy_minus_tfidf",
+    "macro_f1_minus_tfidf",
+    "beats_tfidf",
+    "baseline_verdict",
+)
+_SPLIT_NAMES = {"eval": "validation", "test": "test", "": "evaluated"}
+
+
+def _is_baseline_key(key: str) -> bool:
+    return any(key == name or key.endswith(f"_{name}") for name in _BASELINE_KEYS)
+
+
+def _baseline_section(metrics: dict[str, Any]) -> list[str]:
+    """
+    A "Baselines" section for the splits whose metrics carry `*tfidf_accuracy` (`hf_llm.evaluation.baselines`): the
+    classifier's accuracy and macro-F1 beside the majority class and TF-IDF + logistic regression fitted on the same
+    train split, the difference, and each split's plain verdict sentence.
+    """
+    rows, verdicts = [], []
+    for prefix, split in _SPLIT_NAMES.items():
+        key = f"{prefix}_" if prefix else ""
+        if metrics.get(f"{key}tfidf_accuracy") is None or metrics.get(f"{key}accuracy") is None:
+            continue
+        accuracy, tfidf = metrics[f"{key}accuracy"], metrics[f"{key}tfidf_accuracy"]
+        majority = format_value(metrics.get(f"{key}majority_accuracy", ""))
+        rows.append(
+            f"| {split} | accuracy | {format_value(accuracy)} | {majority} | {format_value(tfidf)} "
+            f"| {100 * (accuracy - tfidf):+.1f} points |"
+        )
+        if metrics.get(f"{key}macro_f1") is not None and metrics.get(f"{key}tfidf_macro_f1") is not None:
+            f1, tfidf_f1 = metrics[f"{key}macro_f1"], metrics[f"{key}tfidf_macro_f1"]
+            majority_f1 = format_value(metrics.get(f"{key}majority_macro_f1", ""))
+            rows.append(
+                f"| {split} | macro-F1 | {format_value(f1)} | {majority_f1} | {format_value(tfidf_f1)} "
+                f"| {f1 - tfidf_f1:+.3f} |"
+            )
+        if metrics.get(f"{key}baseline_verdict"):
+            verdicts.append(f"On the {split} split: {metrics[f'{key}baseline_verdict']}")
+    if not rows:
+        return []
+    header = "| split | metric | this model | majority class | TF-IDF + logistic regression | model − TF-IDF |"
+    return [
+        "## Baselines",
+        "Both baselines are fitted on the same train split and scored on the same split as the model: the training "
+        "split's most frequent class, and TF-IDF (word unigrams and bigrams) + logistic regression (scikit-learn).",
+        header + "\n|---|---|---|---|---|---|\n" + "\n".join(rows),
+        *verdicts,
+    ]
+
+
 def create_model_card(
     output_dir: str | os.PathLike,
     *,
@@ -124,7 +183,9 @@ def create_model_card(
         dataset_name (`str`, *optional*):
             The training data (a Hub dataset id, a local file or a bundled corpus name).
         metrics (`dict[str, Any]`, *optional*):
-            Final metrics, e.g. `{"eval_loss": 2.1, "eval_perplexity": 8.2}`, shown as a table.
+            Final metrics, e.g. `{"eval_loss": 2.1, "eval_perplexity": 8.2}`, shown as a table. A classifier's
+            baselines (`eval_tfidf_accuracy`, `eval_majority_accuracy`, `eval_baseline_verdict`, ... from
+            `hf_llm.evaluation.baselines`, for any split prefix) get their own "Baselines" section beside its scores.
         recipe (`dict[str, Any]`, *optional*):
             The resolved recipe (e.g. `hf_llm.training.recipes.recipe_dict(...)`), shown as YAML. Token fields are
             never written.
@@ -209,8 +270,11 @@ def create_model_card(
         rows = [f"| {k} | {format_value(v)} |" for k, v in details.items() if v is not None]
         sections += ["## Model details", "| | |\n|---|---|\n" + "\n".join(rows)]
     if metrics:
-        rows = [f"| {format_value(k)} | {format_value(v)} |" for k, v in metrics.items()]
+        baselines = _baseline_section(metrics)
+        shown = {k: v for k, v in metrics.items() if not (baselines and _is_baseline_key(k))}
+        rows = [f"| {format_value(k)} | {format_value(v)} |" for k, v in shown.items()]
         sections += ["## Results", "| metric | value |\n|---|---|\n" + "\n".join(rows)]
+        sections += baselines
     if recipe:
         recipe_yaml = yaml.safe_dump(_without_secrets(recipe), sort_keys=False, allow_unicode=True).strip()
         sections += [

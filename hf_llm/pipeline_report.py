@@ -1,11 +1,13 @@
 """The report of `hf-llm pipeline`: `report.md` and a self-contained `report.html` (plots embedded).
 
 Per stage, in the mission's terms: what the stage did, its metrics against the right baseline (perplexity before and
-after pretraining, classifier accuracy against the majority class, BLEU and reference perplexity before and after SFT,
-reward-model pairwise accuracy against chance, PPO's and DPO's mean reward, KL and win rate against the SFT model),
-its training curves, and its wall time and tokens/s. Then the same fixed prompts answered by the pretrained, SFT, PPO
-and DPO models side by side, and the environment. The report is a list of blocks rendered twice, as markdown and as
-HTML, so the two always say the same thing.
+after pretraining, classifier accuracy against the majority class and TF-IDF + logistic regression, BLEU and reference
+perplexity before and after SFT and BLEU against copying the nearest training answer, reward-model pairwise accuracy
+against chance, PPO's and DPO's mean reward, KL and win rate against the SFT model), its training curves, and its wall
+time and tokens/s; a plain sentence under the table says whether the classifier and the SFT model beat their
+baselines. Then the same fixed prompts answered by the pretrained, SFT, PPO and DPO models side by side, and the
+environment. The report is a list of blocks rendered twice, as markdown and as HTML, so the two always say the same
+thing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers.utils import logging
 
+from .evaluation.baselines import baseline_verdict, bleu_verdict
 from .evaluation.report import format_value, library_versions
 
 if TYPE_CHECKING:
@@ -129,6 +132,7 @@ def _stage_blocks(output_dir: Path, stage: str) -> list[Block]:
     stage_dir = output_dir / stage
     history = _log_history(stage_dir)
     rows: list[tuple[str, Any, Any]] = []  # (metric, baseline, this stage)
+    verdict_blocks: list[Block] = []  # a plain sentence under the table when a model does not beat its baseline
     blocks: list[Block] = []
     if stage == "tokenizer":
         tokenizer = _read_json(stage_dir / "tokenizer.json") or {}
@@ -154,11 +158,29 @@ def _stage_blocks(output_dir: Path, stage: str) -> list[Block]:
         blocks += [plot] if plot else []
     elif stage == "classifier":
         test = _eval_metrics(output_dir, "eval-classifier")
-        confusion = test.get("confusion_matrix") or []
-        supports = [sum(row) for row in confusion]
-        majority = max(supports) / sum(supports) if supports and sum(supports) else None
-        rows += [("test accuracy (majority class → classifier)", majority, test.get("accuracy"))]
-        rows += [("test macro-F1", "", test.get("macro_f1", test.get("f1")))]
+        baselines = _classifier_baselines(test, stage_dir)
+        majority = baselines.get("majority_accuracy")
+        if majority is None:  # no baselines recorded: the test split's own majority class
+            confusion = test.get("confusion_matrix") or []
+            supports = [sum(row) for row in confusion]
+            majority = max(supports) / sum(supports) if supports and sum(supports) else None
+        accuracy = test.get("accuracy", baselines.get("accuracy"))
+        rows += [("test accuracy (majority class → classifier)", majority, accuracy)]
+        if baselines.get("tfidf_accuracy") is not None:
+            rows += [
+                ("test accuracy (TF-IDF + logistic regression → classifier)", baselines["tfidf_accuracy"], accuracy)
+            ]
+            if accuracy is not None:
+                rows += [
+                    ("test accuracy, classifier − TF-IDF (points)", "", 100 * (accuracy - baselines["tfidf_accuracy"]))
+                ]
+        rows += [("test macro-F1", baselines.get("tfidf_macro_f1", ""), test.get("macro_f1", test.get("f1")))]
+        if accuracy is not None and baselines.get("tfidf_accuracy") is not None:
+            verdict_blocks.append(
+                Block("text", baseline_verdict(accuracy, baselines["tfidf_accuracy"], model="The classifier"))
+            )
+        elif baselines.get("not_computed"):
+            verdict_blocks.append(Block("text", f"*TF-IDF baseline {baselines['not_computed']}.*"))
         plot = _plot(
             output_dir,
             "classifier",
@@ -171,6 +193,11 @@ def _stage_blocks(output_dir: Path, stage: str) -> list[Block]:
     elif stage == "sft":
         before, after = _eval_metrics(output_dir, "eval-sft-before"), _eval_metrics(output_dir, "eval-sft")
         rows.append(("test BLEU of greedy answers (pretrained → SFT)", before.get("bleu"), after.get("bleu")))
+        nearest = after.get("nearest_neighbour_bleu")
+        if nearest is not None:
+            rows.append(("test BLEU (copy the nearest training answer → SFT)", nearest, after.get("bleu")))
+            if after.get("bleu") is not None:
+                verdict_blocks.append(Block("text", bleu_verdict(after["bleu"], nearest, model="The SFT model")))
         rows.append(
             (
                 "test perplexity of the reference answers",
@@ -225,7 +252,21 @@ def _stage_blocks(output_dir: Path, stage: str) -> list[Block]:
             plot = _plot(output_dir, "dpo", curves, "DPO")
         blocks += [plot] if plot else []
     table = [("metric", "baseline", "result")] + [(m, b, a) for m, b, a in rows if a is not None]
-    return ([Block("table", table)] if len(table) > 1 else []) + blocks
+    return ([Block("table", table)] if len(table) > 1 else []) + verdict_blocks + blocks
+
+
+def _classifier_baselines(test: dict, stage_dir: Path) -> dict:
+    """
+    The classifier's baselines on the test split: from `hf-llm eval`'s metrics when it computed them, else from the
+    classifier's own `test_results.json` (same train and test splits). `not_computed` says why when neither has them.
+    """
+    if test.get("tfidf_accuracy") is not None:
+        return test
+    results = _read_json(stage_dir / "test_results.json") or {}
+    found = {key.removeprefix("test_"): value for key, value in results.items() if key.startswith("test_")}
+    if found.get("tfidf_accuracy") is not None:
+        return found
+    return {"not_computed": test["baselines"]} if isinstance(test.get("baselines"), str) else {}
 
 
 def _fixed_prompt_samples(output_dir: Path, num_prompts: int = 4, max_new_tokens: int = 48) -> list[dict] | None:

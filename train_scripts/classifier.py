@@ -4,7 +4,9 @@ Loads `--model_name_or_path` (a `pretrain.py` output, a Hub repo id, or a GPT-2 
 `openai-community/gpt2`, converted to hf_llm's GPT) as `AutoModelForSequenceClassification` with a new `score` head
 on the last non-pad token; classes come from the dataset (`ClassLabel` names, sorted string labels, or
 `--class_names`). Trains with `transformers.Trainer`, reports accuracy and macro-F1 on the validation split at every
-evaluation, keeps the best checkpoint, and evaluates the test split at the end. LoRA (TRL's `ModelConfig`:
+evaluation, keeps the best checkpoint, and evaluates the test split at the end, beside a majority-class and a TF-IDF +
+logistic-regression baseline fitted on the same train split (`test_tfidf_accuracy`, `test_accuracy_minus_tfidf`, and a
+warning when the classifier does not beat TF-IDF). LoRA (TRL's `ModelConfig`:
 `--use_peft true --lora_r 8 ...`) saves an adapter with its `score` head; `--merge_adapter` adds a standalone merged
 model in `OUTPUT_DIR/merged`.
 
@@ -58,6 +60,7 @@ from hf_llm.training import (
     save_and_push,
 )
 from hf_llm.training.classifier import (
+    ClassificationBaselines,
     ClassifierConfig,
     balanced_class_weights,
     save_labels,
@@ -162,15 +165,22 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Class
     trainer.save_metrics("train", train_result.metrics)
     # With load_best_model_at_end the last logged evaluation may not be the reloaded best model's: evaluate again.
     metrics = {**train_result.metrics}
+    # Majority-class and TF-IDF baselines, fitted on the same train split, beside every evaluated split's scores.
+    baselines = ClassificationBaselines(raw, seed=training_args.seed) if trainer.is_world_process_zero() else None
     if eval_dataset is not None:
-        metrics.update(trainer.evaluate() if training_args.load_best_model_at_end else final_eval_metrics(trainer))
-        trainer.log_metrics("eval", {k: v for k, v in metrics.items() if k.startswith("eval_")})
-        trainer.save_metrics("eval", {k: v for k, v in metrics.items() if k.startswith("eval_")})
+        eval_metrics = trainer.evaluate() if training_args.load_best_model_at_end else final_eval_metrics(trainer)
+        eval_metrics.update(baselines.metrics("validation", eval_metrics, "eval") if baselines else {})
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
     if "test" in splits:
         test_metrics = trainer.evaluate(splits["test"], metric_key_prefix="test")
+        test_metrics.update(baselines.metrics("test", test_metrics, "test") if baselines else {})
         trainer.log_metrics("test", test_metrics)
         trainer.save_metrics("test", test_metrics)
         metrics.update(test_metrics)
+    if baselines is not None:
+        baselines.log_verdict(metrics)
 
     ###################
     # Save and push

@@ -3,8 +3,8 @@
 | task | model | metrics |
 |---|---|---|
 | `pretrain` | causal LM | perplexity (token-weighted), bits per byte |
-| `classifier` | sequence classifier | accuracy, macro-F1, confusion matrix (+ `confusion_matrix.png`) |
-| `sft` | causal LM | BLEU of greedy generations, perplexity of the references given the prompts |
+| `classifier` | sequence classifier | accuracy, macro-F1, confusion matrix (+ png); majority and TF-IDF baselines |
+| `sft` | causal LM | BLEU of greedy answers, perplexity of the references; BLEU of the nearest training answer |
 | `reward` | reward model (`num_labels=1`) | pairwise accuracy (chosen scored above rejected), mean margin |
 | `win_rate` | policy (+ reference, reward model) | mean reward of greedy answers, win rate over the reference |
 
@@ -12,21 +12,37 @@ Every evaluator has the signature `evaluate_<task>(model, tokenizer, dataset, ar
 evaluated split in the stage's data format (`STAGES[...].data_format`, canonical columns), `args` the
 `EvaluationArguments`. A new task is a function with that signature (in its own module when it is large) and one
 entry in `EVALUATORS`, keyed by the `eval_task` its stages name in `hf_llm/stages.py`.
+
+The classifier and SFT evaluators also score baselines (`hf_llm.evaluation.baselines`) trained on the split the model
+was trained on, which they rebuild from the `recipe.yaml` the checkpoint carries (its `DataArguments` and seed);
+`train_dataset=` passes that split directly. When it cannot be rebuilt (no recipe, data no longer where the recipe
+says), `baselines` in the metrics says why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import yaml
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..data import DataArguments, load_dataset_from_args
 from ..data.formatting import instruction_prompt_and_reference, preference_texts
 from ..errors import UsageError
 from ..loading import load_model_for_evaluation, load_reward_model
+from .baselines import (
+    TFIDF_SETTINGS,
+    bleu_verdict,
+    classification_baselines,
+    compare_to_baselines,
+    nearest_neighbour_answers,
+)
 from .classification import classification_report
 from .inference import decoding_settings, generate_greedy, greedy_decoding, score_sequences
 from .metrics import load_metric
@@ -59,6 +75,45 @@ def _perplexity_stride(model: PreTrainedModel, args: EvaluationArguments) -> int
     return args.perplexity_stride or max(_max_length(model, args) // 2, 1)
 
 
+#: The resolved recipe every training script saves next to its model (`hf_llm.training.recipes.RECIPE_NAME`).
+_RECIPE_FILE = "recipe.yaml"
+
+
+def training_split_of(model_name_or_path: str, data_format: str) -> tuple[Dataset | None, str]:
+    """
+    The training split a checkpoint was trained on, rebuilt from the `recipe.yaml` saved beside it: its
+    `DataArguments` and its seed (which also drew the validation hold-out).
+
+    Args:
+        model_name_or_path (`str`): A local checkpoint directory written by one of hf_llm's training scripts.
+        data_format (`str`): The data format to load it in (`"classification"`, `"instruction"`).
+
+    Returns:
+        `tuple[Dataset | None, str]`: The split, or `None` and the reason it could not be rebuilt.
+    """
+    recipe_path = os.path.join(model_name_or_path, _RECIPE_FILE)
+    if not os.path.isfile(recipe_path):
+        return None, (
+            f"{model_name_or_path} has no {_RECIPE_FILE} (only checkpoints saved by hf_llm's training scripts, as "
+            "local directories, say which data trained them)"
+        )
+    with open(recipe_path, encoding="utf-8") as f:
+        recipe = yaml.safe_load(f) or {}
+    known = {f.name for f in dataclasses.fields(DataArguments)}
+    data_fields = {k: v for k, v in (recipe.get("DataArguments") or {}).items() if k in known}
+    if not data_fields.get("dataset_name"):
+        return None, f"{recipe_path} names no dataset_name"
+    # Recipes record only values that differ from the defaults: no seed means TrainingArguments' default, 42.
+    seed = next((g["seed"] for g in recipe.values() if isinstance(g, dict) and "seed" in g), 42)
+    try:
+        splits = load_dataset_from_args(DataArguments(**data_fields), data_format, seed=seed)
+    except (OSError, ValueError) as error:  # DataError and UsageError are ValueErrors: data moved or unreadable
+        return None, f"the training data in {recipe_path} could not be loaded: {error}"
+    if "train" not in splits:
+        return None, f"the data in {recipe_path} has no train split"
+    return splits["train"], f"the train split of {data_fields['dataset_name']} ({_RECIPE_FILE}, seed {seed})"
+
+
 def evaluate_pretrain(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, args: EvaluationArguments
 ) -> TaskResult:
@@ -89,9 +144,17 @@ def evaluate_pretrain(
 
 
 def evaluate_classifier(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, args: EvaluationArguments
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    args: EvaluationArguments,
+    train_dataset: Dataset | None = None,
 ) -> TaskResult:
-    """Accuracy (through the `accuracy` module), macro-F1 and confusion matrix of a classifier."""
+    """
+    Accuracy (through the `accuracy` module), macro-F1 and confusion matrix of a classifier, beside the majority-class
+    and TF-IDF + logistic-regression baselines trained on `train_dataset` (default: the split the checkpoint's recipe
+    trained it on) and the margins over them (`accuracy_minus_tfidf`, `baseline_verdict`).
+    """
     label_names = list(dataset.features["label"].names)
     labels = list(dataset["label"])
     logits, truncated = score_sequences(model, tokenizer, dataset["text"], args.batch_size, _max_length(model, args))
@@ -112,13 +175,42 @@ def evaluate_classifier(
         "num_examples": len(labels),
         "num_truncated": truncated,
     }
-    return TaskResult(metrics)
+    settings = {}
+    train_source = "train_dataset"
+    if train_dataset is None:
+        train_dataset, train_source = training_split_of(args.model_name_or_path, "classification")
+    if train_dataset is not None and list(train_dataset.features["label"].names) != label_names:
+        train_dataset, train_source = (
+            None,
+            (
+                f"the model's training classes {train_dataset.features['label'].names} differ from the evaluated "
+                f"split's {label_names}"
+            ),
+        )
+    if train_dataset is None:
+        metrics["baselines"] = f"not computed: {train_source}"
+    else:
+        baselines = classification_baselines(
+            train_dataset["text"], train_dataset["label"], dataset["text"], labels, num_labels=len(label_names)
+        )
+        metrics.update(baselines)
+        metrics.update(compare_to_baselines(metrics["accuracy"], metrics["macro_f1"], baselines))
+        settings["baselines"] = {"trained_on": train_source, "tfidf": TFIDF_SETTINGS}
+    return TaskResult(metrics, settings=settings)
 
 
 def evaluate_sft(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, args: EvaluationArguments
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    args: EvaluationArguments,
+    train_dataset: Dataset | None = None,
 ) -> TaskResult:
-    """BLEU of greedy generations against the references, and perplexity of the references given the prompts."""
+    """
+    BLEU of greedy generations against the references, perplexity of the references given the prompts, and the BLEU
+    of copying the answer of the most similar training instruction (`nearest_neighbour_bleu`; training split:
+    `train_dataset`, default the one the checkpoint's recipe names), scored the same way.
+    """
     pairs = [instruction_prompt_and_reference(example, tokenizer) for example in dataset]
     prompts = [prompt for prompt, _ in pairs]
     references = [reference for _, reference in pairs]
@@ -148,6 +240,20 @@ def evaluate_sft(
         "num_examples": len(pairs),
         "num_prompts_truncated": truncated,
     }
+    train_source = "train_dataset"
+    if train_dataset is None:
+        train_dataset, train_source = training_split_of(args.model_name_or_path, "instruction")
+    if train_dataset is None:
+        metrics["baselines"] = f"not computed: {train_source}"
+    else:
+        train_pairs = [instruction_prompt_and_reference(example, tokenizer) for example in train_dataset]
+        copied = nearest_neighbour_answers([p for p, _ in train_pairs], [r for _, r in train_pairs], prompts)
+        nearest = load_metric("bleu", args.metrics_dir).compute(
+            predictions=copied, references=[[reference] for reference in references], tokenize=args.bleu_tokenize
+        )
+        metrics["nearest_neighbour_bleu"] = nearest["bleu"]
+        metrics["bleu_minus_nearest_neighbour"] = bleu["bleu"] - nearest["bleu"]
+        metrics["baseline_verdict"] = bleu_verdict(bleu["bleu"], nearest["bleu"])
     samples = [
         {"prompt": prompt, "reference": reference, "generation": generation}
         for prompt, reference, generation in zip(prompts, references, generations, strict=True)
@@ -157,6 +263,8 @@ def evaluate_sft(
         "decoding": decoding_settings(generation_config),
         "bleu_tokenize": args.bleu_tokenize,
     }
+    if "nearest_neighbour_bleu" in metrics:
+        settings["baselines"] = {"trained_on": train_source, "nearest_neighbour": "TF-IDF cosine over the prompts"}
     return TaskResult(metrics, samples, settings)
 
 

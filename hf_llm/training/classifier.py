@@ -1,4 +1,5 @@
-"""The pieces of `train_scripts/classifier.py`: its training config, tokenization, class weights and label files.
+"""The pieces of `train_scripts/classifier.py`: its training config, tokenization, class weights, baselines and label
+files.
 
 The classifier stage fine-tunes `AutoModelForSequenceClassification` (a new `score` head on the last non-pad token)
 with `transformers.Trainer`; LoRA/QLoRA come from [`hf_llm.training.finetuning`].
@@ -20,6 +21,7 @@ from transformers.utils import logging
 
 from hf_llm.data import DataArguments, apply_overlong_strategy
 from hf_llm.errors import UsageError
+from hf_llm.evaluation.baselines import classification_baseline_metrics
 
 from .finetuning import accelerator_available
 from .output_dir import OutputDirArguments
@@ -170,6 +172,62 @@ def weighted_cross_entropy(class_weights: torch.Tensor) -> Callable:
         return F.cross_entropy(logits, labels.to(logits.device), weight=class_weights.to(logits.device, logits.dtype))
 
     return loss
+
+
+class ClassificationBaselines:
+    """
+    The majority-class and TF-IDF + logistic-regression baselines of one classifier run: fitted on the run's train
+    split, scored on any of its splits, and compared with the classifier's scores there
+    (`hf_llm.evaluation.baselines`). The TF-IDF model's `C` is cross-validated once, on the first split scored.
+
+    The baselines see the split before tokenization: with `--overlong_strategy drop` they score the examples the
+    classifier never saw too (the drop is counted in the log).
+
+    Args:
+        dataset (`DatasetDict`): The run's splits (`text`, `label`), as loaded.
+        seed (`int`): Seed of the TF-IDF model's cross-validation folds and solver.
+    """
+
+    def __init__(self, dataset: DatasetDict, *, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+        self.tfidf_c: float | None = None
+
+    def metrics(self, split: str, model_metrics: dict[str, float], prefix: str) -> dict:
+        """
+        The baselines on `split` beside the classifier's `{prefix}_accuracy` and `{prefix}_macro_f1`, keys prefixed
+        like Trainer's (`test_tfidf_accuracy`, `test_accuracy_minus_tfidf`, `test_baseline_verdict`, ...).
+        """
+        if split not in self.dataset or f"{prefix}_accuracy" not in model_metrics:
+            return {}
+        train, evaluated = self.dataset["train"], self.dataset[split]
+        result = classification_baseline_metrics(
+            train["text"],
+            train["label"],
+            evaluated["text"],
+            evaluated["label"],
+            num_labels=train.features["label"].num_classes,
+            accuracy=model_metrics[f"{prefix}_accuracy"],
+            macro_f1=model_metrics[f"{prefix}_macro_f1"],
+            prefix=f"{prefix}_",
+            model="The classifier",
+            seed=self.seed,
+            c=self.tfidf_c,
+        )
+        self.tfidf_c = result[f"{prefix}_tfidf_c"]
+        return result
+
+    def log_verdict(self, metrics: dict) -> None:
+        """Say on the console how the classifier compares with TF-IDF on the test split (else validation)."""
+        prefix = "test" if "test_baseline_verdict" in metrics else "eval"
+        verdict = metrics.get(f"{prefix}_baseline_verdict")
+        if verdict is None:
+            return
+        split = "test" if prefix == "test" else "validation"
+        if metrics[f"{prefix}_beats_tfidf"]:
+            logger.info(f"{split} split: {verdict}")
+        else:
+            logger.warning(f"{split} split: {verdict}")
 
 
 def save_labels(output_dir: str, id2label: dict[int, str]) -> str:
