@@ -5,10 +5,11 @@ from typing import Any
 # Shapes only: the vocabulary comes from the tokenizer, everything else from GPTConfig's defaults.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # 0.75M parameters (0.34M without embeddings) with a 4k vocabulary: minutes on 2 CPU cores (`tiny` recipe).
+    # Head sizes are multiples of 32, which common attention kernels (vLLM's CPU attention among them) require.
     "tiny": {
         "hidden_size": 96,
         "num_hidden_layers": 3,
-        "num_attention_heads": 4,
+        "num_attention_heads": 3,
         "intermediate_size": 384,
         "max_position_embeddings": 256,
     },
