@@ -257,7 +257,7 @@ def table(dataset: str, reference: dict, runs: list[dict], recipes: list[str], s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="outputs/pretrain-tiny", help="the tiny pretraining output")
-    parser.add_argument("--datasets", nargs="+", default=["pydocs", "error-messages"])
+    parser.add_argument("--datasets", nargs="+", default=["error-messages", "pydocs"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--recipes", nargs="+", default=["tiny", "small-data"], choices=RECIPES)
     parser.add_argument("--continued_steps", type=int, default=150, help="continued-pretraining steps per run")
@@ -273,6 +273,13 @@ def main() -> None:
     os.makedirs(args.work_dir, exist_ok=True)
 
     runs, references, sources = [], {}, {}
+
+    def save() -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
+        with open(args.output_json, "w") as f:
+            record = {"baselines": references, "error_messages": sources, "runs": runs, "args": vars(args)}
+            json.dump(record, f, indent=2)
+
     for dataset in args.datasets:
         dataset_name = dataset
         if dataset == "error-messages":
@@ -292,12 +299,10 @@ def main() -> None:
                 margin = result["test_accuracy"] - references[dataset]["tfidf_accuracy"]
                 runs.append({"dataset": dataset, "recipe": recipe, "seed": seed, **result, "minus_tfidf": margin})
                 print(json.dumps(runs[-1]), flush=True)
+                save()  # after every run: an interrupted benchmark keeps what it measured
 
     for dataset in args.datasets:
         print("\n".join(table(dataset, references[dataset], runs, args.recipes, args.seeds)))
-    os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
-    with open(args.output_json, "w") as f:
-        json.dump({"baselines": references, "error_messages": sources, "runs": runs, "args": vars(args)}, f, indent=2)
     print(f"\nWrote {args.output_json}")
 
 

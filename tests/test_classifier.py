@@ -172,6 +172,20 @@ def test_lora_script_saves_adapter_that_merges_and_loads_anywhere(tiny_base, lab
     card = open(os.path.join(output_dir, "README.md")).read()
     assert "classifier" in card and tiny_base in card
 
+    # Baselines fitted on the same train split, scored on the same test split, beside the classifier's scores.
+    from hf_llm.data import DataArguments, load_dataset_from_args
+    from hf_llm.evaluation.baselines import classification_baselines
+
+    splits = load_dataset_from_args(DataArguments(dataset_name=labeled_csv), "classification", seed=3)
+    train, test = splits["train"], splits["test"]
+    expected = classification_baselines(train["text"], train["label"], test["text"], test["label"], num_labels=2)
+    saved = json.load(open(os.path.join(output_dir, "test_results.json")))
+    for key in ("majority_accuracy", "tfidf_accuracy", "tfidf_macro_f1"):
+        assert saved[f"test_{key}"] == pytest.approx(expected[key]) == pytest.approx(metrics[f"test_{key}"])
+    assert saved["test_accuracy_minus_tfidf"] == pytest.approx(saved["test_accuracy"] - expected["tfidf_accuracy"])
+    assert saved["test_baseline_verdict"].startswith("The classifier ")
+    assert "eval_tfidf_accuracy" in metrics and "## Baselines" in card and "| validation | accuracy |" in card
+
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     batch = tokenizer(["import os 9", "The brown dog."], padding=True, return_tensors="pt")
     adapter = AutoPeftModelForSequenceClassification.from_pretrained(output_dir, num_labels=2).eval()
