@@ -124,7 +124,7 @@ def build_error_messages(output_dir: str, sources: tuple[str, ...] = ERROR_MESSA
 
     A source file's messages all go to one split (25% of files test, 10% validation, 65% train, by a hash of the
     file's name), so no split shares a module's phrasing; each split keeps every message of its rarer class and as
-    many of the other, drawn with `seed`. Returns the rows per split and class.
+    many of the other, drawn with `seed`. Returns the sources, Python's version and the rows per split and class.
     """
     rows = error_message_rows(sources)
 
@@ -143,9 +143,8 @@ def build_error_messages(output_dir: str, sources: tuple[str, ...] = ERROR_MESSA
         with open(os.path.join(output_dir, f"{split}.jsonl"), "w", encoding="utf-8") as f:
             f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in chosen)
         counts[split] = {c: size for c in ERROR_CLASSES}
-    with open(os.path.join(output_dir, "sources.json"), "w") as f:
-        json.dump({"sources": sources, "python": sys.version.split()[0], "rows": counts}, f, indent=2)
-    return counts
+    # Not a file in output_dir: the loader reads every JSON file there as data.
+    return {"sources": list(sources), "python": sys.version.split()[0], "rows": counts}
 
 
 def run(command: list[str], log_path: str) -> tuple[float, float]:
