@@ -439,3 +439,28 @@ def test_only_hf_llms_own_errors_and_user_path_errors_are_one_line(capsys):
     for bug in (ValueError("a library's internal check"), OSError("connection reset"), KeyError("x")):
         with pytest.raises(type(bug)), exit_on_user_error("tool"):
             raise bug
+
+
+def test_an_offline_hub_id_is_named_with_its_flag(
+    run_alignment_script, tiny_preference_file, tmp_path, monkeypatch, capsys
+):
+    import huggingface_hub.constants
+
+    from hf_llm.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(SystemExit) as exit_info:
+        run_alignment_script(
+            "reward",
+            ["--model_name_or_path", "someorg/not-cached", "--dataset_name", tiny_preference_file,
+             "--output_dir", tmp_path / "reward", "--report_to", "none"],
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("reward.py: error: --model_name_or_path someorg/not-cached: ") and "HF_HUB_OFFLINE" in line
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--task", "pretrain", "--model_name_or_path", "someorg/not-cached", "--dataset_name", "pydocs",
+              "--output_dir", str(tmp_path / "eval")])  # fmt: skip
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and "--model_name_or_path someorg/not-cached: " in line

@@ -16,7 +16,7 @@ from transformers.utils import logging
 from hf_llm.data import hf_llm_cache_dir
 from hf_llm.errors import UsageError
 
-from .sources import is_adapter, read_adapter_config
+from .sources import is_adapter, load_errors, read_adapter_config
 
 logger = logging.get_logger(__name__)
 
@@ -82,7 +82,8 @@ def load_adapter_model(
         peft_class = AutoPeftModelForSequenceClassification
     else:
         peft_class = AutoPeftModelForCausalLM
-    model = peft_class.from_pretrained(adapter_dir, is_trainable=False, **kwargs)
+    with load_errors(adapter_dir, "ADAPTER_DIR"):
+        model = peft_class.from_pretrained(adapter_dir, is_trainable=False, **kwargs)
     model.eval()
     return model
 

@@ -32,6 +32,8 @@ from hf_llm.errors import UsageError
 from hf_llm.stages import STAGES
 from hf_llm.tokenizer import ALPACA_CHAT_TEMPLATE, PAD_TOKEN, padded_vocab_size
 
+from .sources import load_errors
+
 if TYPE_CHECKING:
     from trl import ModelConfig
 
@@ -75,7 +77,8 @@ def resolve_base_model(model_name_or_path: str, *, revision: str = "main", trust
     """
     import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 
-    config = AutoConfig.from_pretrained(model_name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    with load_errors(model_name_or_path):
+        config = AutoConfig.from_pretrained(model_name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     if config.model_type != "gpt2":
         # Adapters record their base as given: an absolute path reloads from any working directory.
         return os.path.abspath(model_name_or_path) if os.path.isdir(model_name_or_path) else model_name_or_path
@@ -157,7 +160,8 @@ def load_tokenizer_for_stage(
         trust_remote_code=trust_remote_code,
     )
     revision = model_args.model_revision if not os.path.isdir(source) else None
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    with load_errors(model_args.model_name_or_path):
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
     tokenizer.padding_side = "right"
     check_pad_token(tokenizer, stage, source=model_args.model_name_or_path)
     return tokenizer
@@ -240,7 +244,8 @@ def load_model_for_stage(
         # One full copy per process (DDP); bitsandbytes places the quantized weights at load time.
         load_kwargs["device_map"] = {"": PartialState().local_process_index} if torch.cuda.is_available() else "cpu"
     try:
-        model = auto_class.from_pretrained(source, **load_kwargs)
+        with load_errors(model_args.model_name_or_path):
+            model = auto_class.from_pretrained(source, **load_kwargs)
     except ValueError as error:
         if "Unrecognized configuration class" in str(error):
             raise UsageError(

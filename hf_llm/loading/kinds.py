@@ -14,7 +14,7 @@ from typing import Any
 
 from hf_llm.errors import UsageError
 
-from .sources import read_adapter_config
+from .sources import load_errors, read_adapter_config
 
 #: The kinds of model hf_llm's stages and evaluations load, with how an error names them and which stage writes one.
 MODEL_KINDS = {
@@ -45,7 +45,8 @@ def found_kind(name_or_path: str, *, adapter_config: dict | None = None, trust_r
         return None, f"a {task_type or 'PEFT'} adapter without a trained classification head"
     import hf_llm  # noqa: F401  (registers the GPT family with AutoConfig)
 
-    config = AutoConfig.from_pretrained(os.path.expanduser(name_or_path), trust_remote_code=trust_remote_code)
+    with load_errors(name_or_path):
+        config = AutoConfig.from_pretrained(os.path.expanduser(name_or_path), trust_remote_code=trust_remote_code)
     architectures = config.architectures or []
     named = ", ".join(architectures) or config.model_type
     if any(name.endswith("ForSequenceClassification") for name in architectures):

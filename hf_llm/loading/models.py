@@ -30,6 +30,7 @@ from .sources import (
     check_attn_implementation,
     check_model_source,
     explain_load_error,
+    load_errors,
     local_path_exists,
     read_adapter_config,
     shipped_code_predates_cache_rename,
@@ -239,7 +240,8 @@ def load_reward_model(
         model = load_adapter_model(model_name_or_path, num_labels=1, trust_remote_code=trust_remote_code)
         model = model.merge_and_unload()
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
-        )
+        with load_errors(model_name_or_path, what):
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
+            )
     return model.eval()

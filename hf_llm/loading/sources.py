@@ -10,9 +10,11 @@ form ...`, a truncated `model.safetensors` raises a `SafetensorError` that names
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from transformers.utils import logging
@@ -254,3 +256,22 @@ def explain_load_error(name_or_path: str, flag: str, err: OSError) -> str:
             "--hub_token or `hf auth login`)."
         )
     return f"{flag} {name_or_path}: {message}"
+
+
+@contextlib.contextmanager
+def load_errors(name_or_path: str, flag: str = "--model_name_or_path") -> Iterator[None]:
+    """
+    Turn the `OSError`s of a load from `name_or_path` (missing directory, offline Hub id, unknown repo) into one
+    [`LoadError`] naming the flag, the path and the fix ([`explain_load_error`]); a `LoadError` passes unchanged.
+
+    ```python
+    with load_errors(model_args.model_name_or_path):
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path)
+    ```
+    """
+    try:
+        yield
+    except LoadError:
+        raise
+    except OSError as err:
+        raise LoadError(explain_load_error(name_or_path, flag, err)) from err
