@@ -203,3 +203,16 @@ def test_ppo_resume_is_refused_with_the_reason_before_any_work(run_alignment_scr
     err = capsys.readouterr().err
     # The PPO reason, not a complaint about the (missing) models or the checkpoint's settings: nothing was loaded.
     assert "TRL's PPOTrainer cannot resume from a checkpoint" in err and "missing-sft" not in err
+
+
+def test_a_reward_model_with_a_smaller_vocabulary_is_refused_naming_it(tiny_tokenizer):
+    from hf_llm.errors import UsageError
+    from hf_llm.training.alignment import check_models_read_the_policy_tokens
+
+    small = GPTForSequenceClassification(
+        tiny_gpt_config(tiny_tokenizer, vocab_size=len(tiny_tokenizer) - 5, num_labels=1)
+    )
+    fits = GPTForSequenceClassification(tiny_gpt_config(tiny_tokenizer, num_labels=1))
+    check_models_read_the_policy_tokens(tiny_tokenizer, {"--value_model_path": fits})
+    with pytest.raises(UsageError, match=rf"--reward_model_path: its vocabulary has {len(tiny_tokenizer) - 5} tokens"):
+        check_models_read_the_policy_tokens(tiny_tokenizer, {"--reward_model_path": small})

@@ -53,7 +53,13 @@ from hf_llm.training import (
     list_checkpoints,
     save_and_push,
 )
-from hf_llm.training.alignment import LeftPaddingCollator, PPOMonitorCallback, held_out_win_rate, tokenize_prompts
+from hf_llm.training.alignment import (
+    LeftPaddingCollator,
+    PPOMonitorCallback,
+    check_models_read_the_policy_tokens,
+    held_out_win_rate,
+    tokenize_prompts,
+)
 from hf_llm.training.distributed import check_sharding
 from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
 from hf_llm.training.ppo import VALUE_MODEL_DIR_NAME, AtomicPPOTrainer, PPOConfig
@@ -115,6 +121,10 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
         reward_model = load_reward_model(training_args.reward_model_path)
         value_path = training_args.value_model_path or training_args.reward_model_path
         value_model = load_reward_model(value_path, what="--value_model_path")
+    check_models_read_the_policy_tokens(
+        tokenizer,
+        {"--reward_model_path": reward_model, "--value_model_path (default: the reward model)": value_model},
+    )
     context = policy.config.max_position_embeddings
     if training_args.response_length >= context:
         raise UsageError(

@@ -38,6 +38,7 @@ from transformers.utils import logging
 from hf_llm.data import DataError
 from hf_llm.data.formatting import chat_prompt, preference_conversation, preference_texts
 from hf_llm.data.validation import handle_overlong, handle_overlong_completions
+from hf_llm.errors import UsageError
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -258,6 +259,29 @@ def tokenize_prompts(
         ),
         kept="their last tokens (the end the policy continues)",
     )
+
+
+def check_models_read_the_policy_tokens(tokenizer: PreTrainedTokenizerBase, models: dict[str, Any]) -> None:
+    """
+    Refuse, before the first rollout, a reward or value model that cannot read every token the policy can write: its
+    embedding table is smaller than the policy's tokenizer (it was trained from another base), so scoring a response
+    would index past the table deep inside a forward pass.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`): The policy's tokenizer.
+        models (`dict[str, PreTrainedModel]`): Each other model by the flag that named it (`--reward_model_path`, ...).
+
+    Raises:
+        `UsageError`: Naming the flag, both sizes and the fix.
+    """
+    for flag, model in models.items():
+        rows = model.get_input_embeddings().num_embeddings
+        if len(tokenizer) > rows:
+            raise UsageError(
+                f"{flag}: its vocabulary has {rows} tokens, but the policy's tokenizer has {len(tokenizer)}, so it "
+                "cannot read every token the policy writes; train it from the same SFT model (train_scripts/reward.py "
+                "--model_name_or_path <the SFT model>)."
+            )
 
 
 class LeftPaddingCollator:
