@@ -205,7 +205,7 @@ def test_gguf_quantized_exports_store_matrices_in_their_type(saved_gpt, tmp_path
 
 
 def test_llama_cpp_generates_our_greedy_tokens_from_the_gguf(saved_gpt, tiny_tokenizer, tmp_path):
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python did not build here (best-effort extra)")
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: make install LLAMA_CPP=1")
     model, source = saved_gpt
     path = export_gguf(str(source), str(tmp_path / "gguf"))
     llm = llama_cpp.Llama(model_path=path, n_ctx=64, logits_all=False, verbose=False, n_threads=1)
