@@ -21,8 +21,9 @@ Recipes, all from the `tiny` pretraining output (`--base`):
 Every step of a run is timed (wall and CPU seconds, children's user + system) and counted in that run, continued
 pretraining included. Beside them, the majority-class and TF-IDF + logistic-regression baselines
 (`hf_llm.evaluation.baselines`), fitted on the same train split and scored on the same test split. Prints one markdown
-table per dataset, recipes ranked by their mean margin over TF-IDF (mean ± sample sd over seeds), and writes every
-run's numbers to `--output_json`.
+table per dataset, recipes ranked by their mean margin over TF-IDF (mean ± sample sd over seeds), plus each recipe's
+seed ensemble (the seeds' test probabilities averaged: is training several seeds worth it?), and writes every run's
+numbers to `--output_json`.
 
     # the base, once (3-7 minutes on 2 CPU cores)
     accelerate launch --config_file accelerate_configs/cpu.yaml train_scripts/pretrain.py \
@@ -210,7 +211,51 @@ def run_recipe(recipe: str, base: str, dataset_name: str, texts: str, output_dir
         "test_macro_f1": results["test_macro_f1"],
         "wall_s": wall + step_wall,
         "cpu_s": cpu + step_cpu,
+        "output_dir": output_dir,
     }
+
+
+def test_probabilities(
+    model_dir: str, dataset_name: str, max_length: int = 128
+) -> tuple[list[list[float]], list[int]]:
+    """A saved classifier's class probabilities on the test split, tokenized as classifier.py does (the first
+    `max_length` tokens, no special tokens), with the labels."""
+    import torch
+
+    from hf_llm.data import DataArguments, load_dataset_from_args
+    from hf_llm.loading import load_model_for_evaluation
+
+    test = load_dataset_from_args(DataArguments(dataset_name=dataset_name), "classification")["test"]
+    model, tokenizer = load_model_for_evaluation(
+        model_dir, "classifier", num_labels=test.features["label"].num_classes, device="cpu"
+    )
+    probabilities = []
+    with torch.no_grad():
+        for start in range(0, len(test), 64):
+            texts = test["text"][start : start + 64]
+            batch = tokenizer(
+                texts, truncation=True, max_length=max_length, add_special_tokens=False, padding=True,
+                return_tensors="pt",
+            )  # fmt: skip
+            probabilities += model(**batch).logits.softmax(-1).tolist()
+    return probabilities, list(test["label"])
+
+
+def ensemble_accuracy(runs: list[dict], dataset_name: str) -> dict:
+    """Average the seeds' class probabilities on the test split (one ensemble of every run given): its accuracy, and
+    each member's accuracy as recomputed here (it must equal its test_results.json)."""
+    members, labels = [], None
+    for run in runs:
+        probabilities, labels = test_probabilities(run["output_dir"], dataset_name)
+        members.append(probabilities)
+    mean = [[sum(member[i][c] for member in members) / len(members) for c in range(len(members[0][i]))]
+            for i in range(len(labels))]  # fmt: skip
+
+    def accuracy(probabilities: list[list[float]]) -> float:
+        predictions = [max(range(len(p)), key=p.__getitem__) for p in probabilities]
+        return sum(p == y for p, y in zip(predictions, labels, strict=True)) / len(labels)
+
+    return {"test_accuracy": accuracy(mean), "member_accuracy": [accuracy(m) for m in members]}
 
 
 def spread(values: list[float]) -> float:
@@ -218,8 +263,11 @@ def spread(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def table(dataset: str, reference: dict, runs: list[dict], recipes: list[str], seeds: list[int]) -> list[str]:
-    """The markdown table of one dataset: recipes ranked by mean margin over TF-IDF, the baselines as rows."""
+def table(
+    dataset: str, reference: dict, runs: list[dict], ensembles: list[dict], recipes: list[str], seeds: list[int]
+) -> list[str]:
+    """The markdown table of one dataset: recipes (and their seed ensembles) ranked by mean margin over TF-IDF, the
+    baselines as rows."""
     rows = []
     for recipe in recipes:
         found = [r for r in runs if r["dataset"] == dataset and r["recipe"] == recipe]
@@ -228,6 +276,11 @@ def table(dataset: str, reference: dict, runs: list[dict], recipes: list[str], s
         accuracy = [r["test_accuracy"] for r in found]
         margin = [100 * (a - reference["tfidf_accuracy"]) for a in accuracy]
         rows.append((statistics.mean(margin), recipe, found, accuracy, margin))
+    for ensemble in (e for e in ensembles if e["dataset"] == dataset and e["recipe"] in recipes):
+        name = f"{ensemble['recipe']}, mean of {len(ensemble['seeds'])} seeds' probabilities"
+        margin = [100 * (ensemble["test_accuracy"] - reference["tfidf_accuracy"])]
+        member = {"test_macro_f1": float("nan"), "wall_s": ensemble["wall_s"], "cpu_s": ensemble["cpu_s"]}
+        rows.append((margin[0], name, [member], [ensemble["test_accuracy"]], margin))
     lines = [
         f"\n{dataset}: test split, seeds {' '.join(map(str, seeds))}; majority class "
         f"{reference['majority_accuracy']:.1%}, TF-IDF + logistic regression {reference['tfidf_accuracy']:.1%} "
@@ -271,12 +324,13 @@ def main() -> None:
         raise SystemExit(f"--base {args.base} is not a saved model; run the pretraining command in this docstring")
     os.makedirs(args.work_dir, exist_ok=True)
 
-    runs, references, sources = [], {}, {}
+    runs, references, sources, ensembles = [], {}, {}, []
 
     def save() -> None:
         os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
         with open(args.output_json, "w") as f:
-            record = {"baselines": references, "error_messages": sources, "runs": runs, "args": vars(args)}
+            record = {"baselines": references, "error_messages": sources, "runs": runs, "ensembles": ensembles}
+            record["args"] = vars(args)
             json.dump(record, f, indent=2)
 
     for dataset in args.datasets:
@@ -299,9 +353,18 @@ def main() -> None:
                 runs.append({"dataset": dataset, "recipe": recipe, "seed": seed, **result, "minus_tfidf": margin})
                 print(json.dumps(runs[-1]), flush=True)
                 save()  # after every run: an interrupted benchmark keeps what it measured
+        if len(args.seeds) > 1:
+            for recipe in args.recipes:
+                found = [r for r in runs if r["dataset"] == dataset and r["recipe"] == recipe]
+                ensemble = {"dataset": dataset, "recipe": recipe, "seeds": args.seeds}
+                ensemble.update(ensemble_accuracy(found, dataset_name))
+                ensemble.update(wall_s=sum(r["wall_s"] for r in found), cpu_s=sum(r["cpu_s"] for r in found))
+                ensembles.append(ensemble)
+                print(json.dumps(ensembles[-1]), flush=True)
+                save()
 
     for dataset in args.datasets:
-        print("\n".join(table(dataset, references[dataset], runs, args.recipes, args.seeds)))
+        print("\n".join(table(dataset, references[dataset], runs, ensembles, args.recipes, args.seeds)))
     print(f"\nWrote {args.output_json}")
 
 
