@@ -504,7 +504,8 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
 
 
 def patch_hub_env(monkeypatch, env: dict[str, str]) -> None:
-    """Point this process's `huggingface_hub` and `transformers` at the server for one test (undone by `monkeypatch`).
+    """Point this process's `huggingface_hub`, `transformers` and `datasets` at the server for one test (undone by
+    `monkeypatch`).
 
     `huggingface_hub` reads `HF_ENDPOINT`, `HF_HUB_OFFLINE`, `HF_HOME`... into module constants at import time and
     `transformers` keeps one shared `HfApi`, so setting the environment alone is not enough in-process.
@@ -525,6 +526,14 @@ def patch_hub_env(monkeypatch, env: dict[str, str]) -> None:
     monkeypatch.setattr(constants, "HF_HOME", env["HF_HOME"])
     monkeypatch.setattr(constants, "HF_HUB_CACHE", os.path.join(env["HF_HOME"], "hub"))
     monkeypatch.setattr(hf_api.api, "endpoint", endpoint)  # the HfApi behind `huggingface_hub.create_repo` & co
+    # `datasets` keeps its own copies too (`load_dataset`, streaming included, reads them).
+    from datasets import config as datasets_config
+
+    monkeypatch.setattr(datasets_config, "HF_ENDPOINT", endpoint)
+    datasets_url = endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}"
+    monkeypatch.setattr(datasets_config, "HUB_DATASETS_URL", datasets_url)
+    monkeypatch.setattr(datasets_config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets_config, "HF_DATASETS_OFFLINE", False)
     try:
         import transformers.utils.hub as transformers_hub
     except ImportError:

@@ -11,22 +11,25 @@ Usage:
     accelerate launch --config_file accelerate_configs/cpu.yaml train_scripts/pretrain.py \
         --config train_scripts/configs/pretrain/tiny.yaml --output_dir outputs/pretrain-tiny
 
-    # GPT-2 small on 8 GPUs
+    # GPT-2 small on 8 GPUs, streaming FineWeb-Edu, compiled
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml train_scripts/pretrain.py \
         --config train_scripts/configs/pretrain/gpt2-124m.yaml --output_dir outputs/gpt2-124m
 
-Any recipe key can be overridden on the command line, e.g. `--max_steps 100 --learning_rate 3e-4`.
+Any recipe key can be overridden on the command line, e.g. `--max_steps 100 --learning_rate 3e-4`. With
+`--streaming true` the dataset is read as a stream, tokenized and packed on the fly (each process reads its own share),
+and checkpoints record where the stream stands, so a resumed run continues exactly where it stopped.
 """
 
 from __future__ import annotations
 
 import logging as std_logging
 
-from transformers import set_seed
+from transformers import default_data_collator, set_seed
 from transformers.utils import logging
 
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
+from hf_llm.data.loading import load_text_stream
 from hf_llm.errors import UsageError, exit_on_user_error
 from hf_llm.evaluation.trainer_metrics import compute_causal_lm_metrics, preprocess_logits_for_causal_lm_metrics
 from hf_llm.training import (
@@ -44,7 +47,14 @@ from hf_llm.training import (
     prepare_tokenizer,
     save_and_push,
 )
-from hf_llm.training.pretraining import build_or_load_causal_lm, check_pretraining_data_args, pack_for_pretraining
+from hf_llm.training.pretraining import (
+    StreamingPretrainTrainer,
+    build_or_load_causal_lm,
+    check_pretraining_data_args,
+    check_streaming_args,
+    pack_for_pretraining,
+    stream_for_pretraining,
+)
 
 logger = logging.get_logger("hf_llm.pretrain")
 
@@ -54,6 +64,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
     if data_args.dataset_name is None:
         raise UsageError("no training data: pass --dataset_name (a Hub id, a local file or folder, or 'pydocs').")
     check_pretraining_data_args(data_args)
+    check_streaming_args(model_args, data_args, training_args)
     set_seed(training_args.seed)
     # hf_llm's own loggers follow --log_level / --log_level_replica like transformers' (info on the main process only).
     std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
@@ -64,12 +75,16 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
     # Dataset
     ###################
     with training_args.main_process_first(desc="loading the dataset"):
-        raw = load_dataset_from_args(data_args, "text", seed=training_args.seed)
+        if data_args.streaming:
+            raw = load_text_stream(data_args)
+        else:
+            raw = load_dataset_from_args(data_args, "text", seed=training_args.seed)
 
     ###################
     # Model & tokenizer
     ###################
-    tokenizer = prepare_tokenizer(model_args, training_args, raw["train"], resume_checkpoint=resume_checkpoint)
+    train_texts = None if data_args.streaming else raw["train"]
+    tokenizer = prepare_tokenizer(model_args, training_args, train_texts, resume_checkpoint=resume_checkpoint)
     model = build_or_load_causal_lm(model_args, tokenizer, trust_remote_code=training_args.trust_remote_code)
     check_checkpoint_matches_model(resume_checkpoint, model)
     max_length = model.config.max_position_embeddings
@@ -77,19 +92,33 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
         f"Model: {model.num_parameters():,} parameters ({model.num_parameters(exclude_embeddings=True):,} "
         f"without embeddings), context {max_length}, vocabulary {model.config.vocab_size}"
     )
-    with training_args.main_process_first(desc="tokenizing and packing"):
-        splits, collator = pack_for_pretraining(
-            raw, tokenizer, data_args, max_length=max_length, packing=training_args.packing
+    if data_args.streaming:
+        # Tokenized and packed on the fly; each process reads its own share. The validation blocks are read now.
+        train_dataset, eval_dataset = stream_for_pretraining(
+            raw,
+            tokenizer,
+            data_args,
+            max_length=max_length,
+            process_index=training_args.process_index,
+            num_processes=training_args.world_size,
+            with_validation=training_args.eval_strategy != "no",
         )
-    eval_dataset = splits.get("validation") if training_args.eval_strategy != "no" else None
+        collator, trainer_class = default_data_collator, StreamingPretrainTrainer
+    else:
+        with training_args.main_process_first(desc="tokenizing and packing"):
+            splits, collator = pack_for_pretraining(
+                raw, tokenizer, data_args, max_length=max_length, packing=training_args.packing
+            )
+        train_dataset, trainer_class = splits["train"], AtomicCheckpointTrainer
+        eval_dataset = splits.get("validation") if training_args.eval_strategy != "no" else None
 
     ###################
     # Training
     ###################
-    trainer = AtomicCheckpointTrainer(
+    trainer = trainer_class(
         model=model,
         args=training_args,
-        train_dataset=splits["train"],
+        train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         data_collator=collator,

@@ -76,6 +76,13 @@ class DataArguments:
             Keep only the first N training examples (for quick runs).
         max_eval_samples (`int`, *optional*):
             Keep only the first N examples of the validation and test splits.
+        streaming (`bool`, defaults to `False`):
+            Read the dataset as a stream (`datasets.load_dataset(..., streaming=True)`): nothing is downloaded or
+            prepared ahead; documents are tokenized and packed into `block_size` blocks as training needs them, and
+            each process reads its own share. Pretraining only; needs `--max_steps`.
+        streaming_eval_blocks (`int`, defaults to 100):
+            With `streaming`, the validation set: the first N blocks of the validation split (or of the documents
+            held out from the training split), read once before training and evaluated on every time.
     """
 
     dataset_name: str | None = field(
@@ -129,6 +136,14 @@ class DataArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Keep only the first N validation/test examples."}
     )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read the dataset as a stream, packed on the fly (pretraining; needs --max_steps)."},
+    )
+    streaming_eval_blocks: int = field(
+        default=100,
+        metadata={"help": "With --streaming: evaluate on the first N blocks of the validation stream."},
+    )
 
     def __post_init__(self):
         if self.encoding_errors not in ENCODING_ERRORS:
@@ -143,7 +158,14 @@ class DataArguments:
             raise DataError(
                 f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}"
             )
-        for name in ("block_size", "stride", "max_seq_length", "max_train_samples", "max_eval_samples"):
+        for name in (
+            "block_size",
+            "stride",
+            "max_seq_length",
+            "max_train_samples",
+            "max_eval_samples",
+            "streaming_eval_blocks",
+        ):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise DataError(f"--{name} must be a positive integer, got {value}")
@@ -154,6 +176,22 @@ class DataArguments:
                 f"--stride {self.stride} is larger than --block_size {self.block_size}: tokens between blocks would "
                 "be skipped; pass a stride <= block_size"
             )
+        if self.streaming:
+            self._check_streaming()
+
+    def _check_streaming(self) -> None:
+        # Flags that shape an in-memory dataset and have no meaning for a stream, each with what to use instead.
+        refused = {
+            "max_train_samples": "a stream is as long as --max_steps makes it",
+            "max_eval_samples": "--streaming_eval_blocks sets the size of the validation set",
+            "preprocessing_num_workers": "a stream is tokenized as it is read, in the training process",
+            "stride": "streamed blocks do not overlap",
+            "max_seq_length": "a stream is packed into --block_size blocks",
+        }
+        for name, reason in refused.items():
+            value = getattr(self, name)
+            if value is not None and not (name == "stride" and value == self.block_size):
+                raise DataError(f"--{name} does not apply with --streaming ({reason}); remove --{name}")
 
     def column_mapping(self) -> dict[str, str]:
         """Return `{canonical_column: source_column}` for every `--*_column` flag that was set."""

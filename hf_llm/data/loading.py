@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import hashlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
-from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, Value, load_dataset, load_dataset_builder
 from transformers.utils import logging
 
 from ..errors import UsageError
@@ -535,6 +537,143 @@ def load_dataset_from_args(data_args: DataArguments, data_format: str, *, seed: 
     return _limit(ds, data_args)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Streaming (--streaming): documents read as they are needed, never downloaded or prepared in full
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TextStream:
+    """
+    A text dataset opened for streaming, as [`load_text_stream`] returns it: which splits to read and how to open them.
+
+    Attributes:
+        source (`str`): `--dataset_name`.
+        splits (`dict[str, str]`): `"train"` (and `"validation"` when the source has one) -> the source's split name.
+        hold_out_percentage (`float`): Without a validation split, the percent of training documents held out for
+            validation ([`hf_llm.data.packing.is_held_out`]); 0 with one.
+        text_column (`str`): The source column holding the text (`--text_column`, default `text`).
+        data_files (`dict[str, list[str]]`): The files behind each split; Hub files are pinned to the commit read.
+    """
+
+    source: str
+    splits: dict[str, str]
+    hold_out_percentage: float
+    text_column: str
+    data_files: dict[str, list[str]]
+    open_split: Callable[[str], IterableDataset] = dataclasses.field(repr=False)
+
+    def documents(self, split: str) -> IterableDataset:
+        """
+        A new `datasets.IterableDataset` over the `"train"` or `"validation"` split, in source order. Every call
+        returns an independent one: a stream keeps its position, so two readers must never share one.
+        """
+        if split not in self.splits:
+            raise KeyError(f"{self.source} has no {split!r} split to stream; it has {list(self.splits)}")
+        return self.open_split(self.splits[split])
+
+    def fingerprint(self, split: str | None = None) -> str:
+        """A short fingerprint of the files behind one split (or all): names, and size and mtime for local files."""
+        files = self.data_files if split is None else {split: self.data_files[split]}
+        parts = []
+        for name, paths in sorted(files.items()):
+            for path in paths:
+                stat = os.stat(path) if os.path.isfile(path) else None
+                parts.append(f"{name}:{path}:{stat.st_size}:{stat.st_mtime_ns}" if stat else f"{name}:{path}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def load_text_stream(data_args: DataArguments) -> TextStream:
+    """
+    Open `data_args.dataset_name` (a Hub id or a local file or folder) for streaming, as `datasets.load_dataset(...,
+    streaming=True)` does: nothing is downloaded or prepared ahead, documents are read as they are needed.
+
+    Splits are picked as for an in-memory load (`--dataset_train_split`, `--dataset_validation_split` or a split named
+    validation/valid/dev/val); without a validation split, `--validation_split_percentage` of the training documents
+    are held out by content hash (see [`TextStream`]).
+
+    Args:
+        data_args ([`DataArguments`]): `dataset_name`, `dataset_config_name`, the split flags, `text_column`,
+            `text_sample_by`, `encoding_errors`.
+
+    Returns:
+        [`TextStream`]
+    """
+    name = data_args.dataset_name
+    if not name:
+        raise DataError("no dataset given: pass --dataset_name (a Hub dataset id or a local file or folder)")
+    if name == "pydocs":
+        raise DataError("--dataset_name pydocs is a small bundled corpus loaded in memory; remove --streaming")
+    path = Path(name).expanduser()
+    if path.exists():
+        extension, data_files = _data_files(path)
+        builder_name, builder_kwargs = FILE_BUILDERS[extension]
+        builder_kwargs = dict(builder_kwargs)
+        if builder_name == "text":
+            builder_kwargs["sample_by"] = data_args.text_sample_by
+        if builder_name in ("text", "csv") and data_args.encoding_errors != "strict":
+            builder_kwargs["encoding_errors"] = data_args.encoding_errors
+        builder = load_dataset_builder(builder_name, data_files=data_files, **builder_kwargs)
+    elif _looks_like_path(name):
+        raise DataError(f"--dataset_name {name}: no such file or folder")
+    else:
+        try:
+            builder = load_dataset_builder(name, data_args.dataset_config_name)
+        except Exception as e:  # offline, unknown id, missing config...: one message that says what was tried
+            raise DataError(
+                f"could not open dataset {name!r} (config {data_args.dataset_config_name!r}) on the Hugging Face Hub "
+                f"for streaming: {type(e).__name__}: {e}. --dataset_name takes a Hub dataset id or a local file or "
+                f"folder ({', '.join(sorted(FILE_BUILDERS))})"
+            ) from e
+    available = {split: [str(f) for f in files] for split, files in (builder.config.data_files or {}).items()}
+    train_split = data_args.dataset_train_split
+    if train_split not in available:
+        raise DataError(
+            f"split {train_split!r} not found in {name}; splits are {list(available)}; pass --dataset_train_split "
+            "<name>"
+        )
+    validation_split = data_args.dataset_validation_split
+    if validation_split is not None and validation_split not in available:
+        raise DataError(
+            f"split {validation_split!r} not found in {name}; splits are {list(available)}; fix "
+            "--dataset_validation_split"
+        )
+    if validation_split is None:
+        aliases = _SPLIT_ALIASES["validation"]
+        validation_split = next((a for a in aliases if a in available and a != train_split), None)
+    splits = {"train": train_split, **({"validation": validation_split} if validation_split else {})}
+    strip_paragraphs = builder.name == "text" and data_args.text_sample_by == "paragraph"
+
+    def open_split(split: str) -> IterableDataset:
+        documents = builder.as_streaming_dataset(split=split)
+        if strip_paragraphs:
+            # As for an in-memory load: paragraphs keep the newlines around them, documents should not.
+            documents = documents.map(lambda example: {"text": example["text"].strip()})
+        return documents
+
+    text_column = data_args.text_column or "text"
+    columns = builder.info.features and list(builder.info.features)
+    if columns and text_column not in columns:
+        flag = f"--text_column {text_column}: column" if data_args.text_column else "column"
+        raise DataError(
+            f"{flag} {text_column!r} not found in {name} (split {train_split!r}); columns are {columns}; pass "
+            "--text_column <name>"
+        )
+    if validation_split is None:
+        logger.info(
+            f"{name} has no validation split: {data_args.validation_split_percentage}% of the training documents "
+            "(chosen by content hash) are held out for validation"
+        )
+    return TextStream(
+        source=name,
+        splits=splits,
+        hold_out_percentage=0.0 if validation_split else data_args.validation_split_percentage,
+        text_column=text_column,
+        data_files={canonical: available[split] for canonical, split in splits.items()},
+        open_split=open_split,
+    )
+
+
 def dataset_fingerprint(dataset: Dataset | DatasetDict) -> str:
     """
     Return a short fingerprint of a dataset's content and processing history, to record next to an artifact.
@@ -549,28 +688,36 @@ def dataset_fingerprint(dataset: Dataset | DatasetDict) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def save_data_fingerprint(output_dir: str | os.PathLike, data_args: DataArguments, dataset: DatasetDict) -> str:
+def save_data_fingerprint(
+    output_dir: str | os.PathLike, data_args: DataArguments, dataset: DatasetDict | TextStream
+) -> str:
     """
     Write `data_fingerprint.json` next to an artifact: the dataset flags and each split's size and fingerprint.
 
     Args:
         output_dir (`str` or `os.PathLike`): The artifact's directory (created if missing).
         data_args ([`DataArguments`]): The flags the data was loaded with.
-        dataset (`DatasetDict`): The splits the artifact was made from.
+        dataset (`DatasetDict` or [`TextStream`]): The splits the artifact was made from; for a stream, the files
+            behind each split (a stream has no row count).
 
     Returns:
         `str`: Path of the written file.
     """
     import json
 
-    record = {
-        "dataset_name": data_args.dataset_name,
-        "dataset_config_name": data_args.dataset_config_name,
-        "fingerprint": dataset_fingerprint(dataset),
-        "splits": {
+    record = {"dataset_name": data_args.dataset_name, "dataset_config_name": data_args.dataset_config_name}
+    if isinstance(dataset, TextStream):
+        record["streaming"] = True
+        record["fingerprint"] = dataset.fingerprint()
+        record["splits"] = {
+            split: {"num_rows": None, "data_files": files, "fingerprint": dataset.fingerprint(split)}
+            for split, files in dataset.data_files.items()
+        }
+    else:
+        record["fingerprint"] = dataset_fingerprint(dataset)
+        record["splits"] = {
             split: {"num_rows": len(ds), "fingerprint": dataset_fingerprint(ds)} for split, ds in dataset.items()
-        },
-    }
+        }
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "data_fingerprint.json")
     with open(path, "w") as f:

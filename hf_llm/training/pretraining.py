@@ -1,19 +1,26 @@
 """The pieces of `train_scripts/pretrain.py` that other entry points (benchmarks, the pipeline) reuse.
 
 Tokenizer: load one, or train a byte-level BPE on the training split. Model: continue from a checkpoint / Hub id, or
-build a new `GPTForCausalLM` from a preset. Data: tokenize and pack a `text` dataset for next-token prediction.
+build a new `GPTForCausalLM` from a preset. Data: tokenize and pack a `text` dataset for next-token prediction, in
+memory or (`--streaming`) on the fly, with [`StreamingPretrainTrainer`] saving and restoring where the stream stands.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
-from datasets import DatasetDict
+from accelerate.data_loader import prepare_data_loader
+from datasets import Dataset, DatasetDict
+from datasets.distributed import split_dataset_by_node
+from torch.utils.data import DataLoader
 from transformers import (
     AutoModelForCausalLM,
     DataCollator,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    TrainingArguments,
     default_data_collator,
 )
 from transformers.utils import logging
@@ -26,11 +33,14 @@ from hf_llm.data import (
     split_documents,
     tokenize_texts,
 )
+from hf_llm.data.loading import TextStream
+from hf_llm.data.packing import PackedBlockStream, take_blocks
 from hf_llm.errors import UsageError
 from hf_llm.loading import from_pretrained, tokenizer_from_pretrained
 from hf_llm.tokenizer import PAD_TOKEN, train_tokenizer
 
 from .arguments import ModelArguments, attn_implementation_errors, build_gpt_config
+from .checkpointing import AtomicCheckpointTrainer
 from .presets import MODEL_PRESETS
 
 logger = logging.get_logger(__name__)
@@ -226,3 +236,209 @@ def pack_for_pretraining(
         raise UsageError(f"--packing {packing!r} is unknown; choose 'blocks' or 'padding_free'.")
     check_token_ids(packed, len(tokenizer))
     return packed, collator
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Streaming (--streaming)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def check_streaming_args(
+    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
+) -> None:
+    """
+    Refuse, before anything is loaded, the flags a streamed pretraining run cannot honour (`--streaming` unset: no-op).
+
+    Raises:
+        `UsageError`: Naming the flag and what to pass instead.
+    """
+    if not data_args.streaming:
+        return
+    if training_args.max_steps <= 0:
+        raise UsageError(
+            "--streaming needs --max_steps: a stream has no length, so the run's length (and its learning-rate "
+            "schedule) must be given, e.g. --max_steps 1000."
+        )
+    if getattr(training_args, "packing", "blocks") != "blocks":
+        raise UsageError("--packing padding_free does not apply with --streaming, which packs --block_size blocks.")
+    if training_args.dataloader_num_workers:
+        raise UsageError(
+            f"--dataloader_num_workers {training_args.dataloader_num_workers} does not apply with --streaming: the "
+            "stream is read in the training process so that every checkpoint records where it stands; pass "
+            "--dataloader_num_workers 0."
+        )
+    if tokenizer_needs_training(model_args):
+        raise UsageError(
+            "--streaming needs an existing tokenizer (training one would read the whole stream first): pass "
+            "--tokenizer_name_or_path or --model_name_or_path."
+        )
+
+
+def _block_size(data_args: DataArguments, max_length: int) -> int:
+    block_size = data_args.block_size or max_length
+    if block_size > max_length:
+        raise UsageError(
+            f"--block_size {block_size} exceeds the model's context length ({max_length}); pass --block_size "
+            f"{max_length} or less, or a model with larger --max_position_embeddings."
+        )
+    return block_size
+
+
+def stream_for_pretraining(
+    stream: TextStream,
+    tokenizer: PreTrainedTokenizerBase,
+    data_args: DataArguments,
+    *,
+    max_length: int,
+    process_index: int = 0,
+    num_processes: int = 1,
+    with_validation: bool = True,
+) -> tuple[PackedBlockStream, Dataset | None]:
+    """
+    The training stream of this process and the fixed validation set of a streamed pretraining run.
+
+    Each process reads its own share of the training documents (`datasets.distributed.split_dataset_by_node`: whole
+    files when their number divides by the processes, else every N-th document) and packs it into `--block_size`
+    blocks on the fly. The validation set is the first `--streaming_eval_blocks` blocks of the validation split, or of
+    the held-out training documents when the source has none; every process reads the same ones.
+
+    Args:
+        stream ([`TextStream`]): From `hf_llm.data.loading.load_text_stream`.
+        tokenizer (`PreTrainedTokenizerBase`): Appends eos to every document.
+        data_args ([`DataArguments`]): `block_size`, `streaming_eval_blocks`.
+        max_length (`int`): The model's context length; blocks must fit it.
+        process_index (`int`, defaults to 0): This process's rank.
+        num_processes (`int`, defaults to 1): How many processes read the stream.
+        with_validation (`bool`, defaults to `True`): Build the validation set (skip it when nothing evaluates).
+
+    Returns:
+        `tuple[PackedBlockStream, Dataset | None]`: The training stream and the validation blocks.
+    """
+    block_size = _block_size(data_args, max_length)
+    train_documents = stream.documents("train")
+    if num_processes > 1:
+        share = "whole files" if train_documents.num_shards % num_processes == 0 else "every N-th document"
+        logger.info(
+            f"Process {process_index} of {num_processes} reads its own share of {stream.source} ({share}: "
+            f"{train_documents.num_shards} files)"
+        )
+        train_documents = split_dataset_by_node(train_documents, rank=process_index, world_size=num_processes)
+    train = PackedBlockStream(
+        train_documents,
+        tokenizer,
+        block_size,
+        text_column=stream.text_column,
+        hold_out_percentage=stream.hold_out_percentage,
+    )
+    if not with_validation:
+        return train, None
+    if "validation" in stream.splits:
+        validation = PackedBlockStream(
+            stream.documents("validation"), tokenizer, block_size, text_column=stream.text_column, repeat=False
+        )
+    elif stream.hold_out_percentage > 0:
+        validation = PackedBlockStream(
+            stream.documents("train"),
+            tokenizer,
+            block_size,
+            text_column=stream.text_column,
+            hold_out_percentage=stream.hold_out_percentage,
+            keep_held_out=True,
+            repeat=False,
+        )
+    else:
+        raise UsageError(
+            f"evaluation needs validation data, but {stream.source} has no validation split and "
+            "--validation_split_percentage is 0; pass --validation_split_percentage (e.g. 1), "
+            "--dataset_validation_split <name>, or --eval_strategy no."
+        )
+    return train, take_blocks(validation, data_args.streaming_eval_blocks)
+
+
+STREAM_STATE_NAME = "stream_state_{}.json"
+
+
+class StreamingPretrainTrainer(AtomicCheckpointTrainer):
+    """
+    [`AtomicCheckpointTrainer`] training on a [`PackedBlockStream`]: its one concern is the training stream.
+
+    - The stream already holds this process's share of the documents (`split_dataset_by_node`), so its dataloader is
+      not sharded again by accelerate (which would split it once more, or have one process read for all).
+    - Every checkpoint records where each process's stream stands (`stream_state_<rank>.json`, written next to the
+      RNG state of the same rank, inside the atomic save).
+    - `train(resume_from_checkpoint=...)` puts every stream back at its recorded position, so the resumed run reads
+      exactly the blocks the uninterrupted run would have read, without re-reading the ones before (Trainer's
+      default resume skips batches by reading them again: hours of tokenization into a long run). With
+      `--ignore_data_skip` the stream starts again from its first document, as Trainer's own flag says.
+
+    The stream is read in the training process (`--dataloader_num_workers 0`), so its position is known at every
+    step; the dataloader reads one batch ahead, and the position saved is the one after the last batch trained on.
+    """
+
+    train_dataset: PackedBlockStream
+
+    def get_train_dataloader(self) -> DataLoader:
+        dataloader = DataLoader(
+            self.train_dataset,
+            batch_size=self._train_batch_size,
+            collate_fn=self.data_collator,
+            num_workers=0,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        # Device placement as accelerate gives it, without its sharding: this process's share is already split off.
+        return prepare_data_loader(
+            dataloader,
+            device=self.accelerator.device,
+            num_processes=1,
+            process_index=0,
+            put_on_device=True,
+            dispatch_batches=False,
+            non_blocking=self.accelerator.non_blocking,
+        )
+
+    def get_resumed_dataloader(self, dataloader: DataLoader, num_batches: int) -> DataLoader:
+        # `train` restored the stream to the checkpoint's position: nothing to skip. Check that it is the position
+        # Trainer expects (a changed batch size would make them differ).
+        position = self.train_dataset.state_dict()["blocks"]
+        if position != num_batches * self._train_batch_size:
+            raise UsageError(
+                f"--resume_from_checkpoint: the stream was saved after {position} blocks, but this run resumes after "
+                f"{num_batches} batches of {self._train_batch_size}; resume with the batch size and "
+                "--gradient_accumulation_steps of the run that saved it (its recipe.yaml)."
+            )
+        return dataloader
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        if isinstance(resume_from_checkpoint, str) and not self.args.ignore_data_skip:
+            self.train_dataset.load_state_dict(self._read_stream_state(resume_from_checkpoint))
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        trained_blocks = self.state.global_step * self.args.gradient_accumulation_steps * self._train_batch_size
+        state = {
+            "process_index": self.args.process_index,
+            "num_processes": self.args.world_size,
+            "stream": self.train_dataset.state_after(trained_blocks),
+        }
+        path = os.path.join(output_dir, STREAM_STATE_NAME.format(self.args.process_index))
+        with open(path, "w", encoding="utf-8") as file:
+            json.dump(state, file)
+
+    def _read_stream_state(self, checkpoint: str) -> dict:
+        path = os.path.join(checkpoint, STREAM_STATE_NAME.format(self.args.process_index))
+        if not os.path.isfile(path):
+            raise UsageError(
+                f"--resume_from_checkpoint {checkpoint} holds no stream position for process "
+                f"{self.args.process_index} ({os.path.basename(path)}): it was saved by a run without --streaming or "
+                "with fewer processes; resume it the way it was started."
+            )
+        with open(path, encoding="utf-8") as file:
+            state = json.load(file)
+        if state["num_processes"] != self.args.world_size:
+            raise UsageError(
+                f"--resume_from_checkpoint {checkpoint} was saved by {state['num_processes']} processes, each reading "
+                f"its own share of the stream; resume it with {state['num_processes']} processes, not "
+                f"{self.args.world_size}."
+            )
+        return state["stream"]
