@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
 	@if [ "$(LLAMA_CPP)" = 1 ]; then \
 	  CMAKE_BUILD_PARALLEL_LEVEL=2 timeout 2400 $(BIN)/pip install --quiet -c $(LOCK) -e ".[llama-cpp]" \
 	    || echo "llama-cpp-python did not build: the llama.cpp export test will be skipped"; \
-	else echo "llama.cpp export test skipped: make install LLAMA_CPP=1 builds llama-cpp-python (C++, ~25 min on 2 cores)"; fi
+	else echo "llama.cpp export test skipped: make install LLAMA_CPP=1 builds llama-cpp-python (C++, 37 min on 2 busy cores here)"; fi
 	touch $@
 
 install: $(VENV)/.installed
