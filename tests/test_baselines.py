@@ -262,3 +262,46 @@ def test_eval_classifier_says_why_without_a_recipe(trained_classifier, tmp_path)
     )  # fmt: skip
     assert report["metrics"]["baselines"].startswith(f"not computed: {model} has no recipe.yaml")
     assert "tfidf_accuracy" not in report["metrics"]
+
+
+def test_eval_sft_scores_copying_the_nearest_training_answer(tiny_tokenizer, tmp_path):
+    import sacrebleu
+
+    from hf_llm import GPTForCausalLM
+    from hf_llm.data.formatting import instruction_prompt_and_reference
+    from hf_llm.evaluation import main
+
+    train = [
+        {"instruction": "Explain the with statement.", "input": "", "output": "It manages a context."},
+        {"instruction": "What does len return?", "input": "", "output": "The number of items in a container."},
+        {"instruction": "Name a mutable sequence type.", "input": "", "output": "list"},
+        {"instruction": "What module encodes JSON?", "input": "", "output": "The json module."},
+    ]
+    test = [
+        {"instruction": "What does the len function return?", "input": "", "output": "The number of items."},
+        {"instruction": "Which module encodes JSON documents?", "input": "", "output": "The json module encodes."},
+    ]
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, rows in (("train", train), ("test", test)):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    torch.manual_seed(0)
+    model_dir = tmp_path / "sft"
+    GPTForCausalLM(tiny_gpt_config(tiny_tokenizer)).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    recipe = {"DataArguments": {"dataset_name": str(data), "validation_split_percentage": 0.0}}
+    (model_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+
+    report = main(
+        ["--model_name_or_path", str(model_dir), "--task", "sft", "--dataset_name", str(data), "--split", "test",
+         "--max_new_tokens", "4", "--output_dir", str(tmp_path / "eval")]
+    )  # fmt: skip
+    metrics = report["metrics"]
+    prompts = [instruction_prompt_and_reference(row, tiny_tokenizer)[0] for row in train]
+    test_prompts = [instruction_prompt_and_reference(row, tiny_tokenizer)[0] for row in test]
+    copied = nearest_neighbour_answers(prompts, [row["output"] for row in train], test_prompts)
+    assert copied == ["The number of items in a container.", "The json module."]
+    expected = sacrebleu.corpus_bleu(copied, [[row["output"] for row in test]]).score
+    assert metrics["nearest_neighbour_bleu"] == pytest.approx(expected, rel=1e-12)
+    assert metrics["bleu_minus_nearest_neighbour"] == pytest.approx(metrics["bleu"] - expected)
+    assert "does not beat copying the answer of the most similar training instruction" in metrics["baseline_verdict"]
