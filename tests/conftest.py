@@ -88,6 +88,21 @@ def hub_server(tmp_path_factory):
         yield server.url, server.env(str(tmp_path_factory.mktemp("hf_home")))
 
 
+@pytest.fixture(scope="session")
+def local_hub(tmp_path_factory):
+    """`(url, env)` of a Hub-compatible server holding the repos the `gpt2-124m` recipes read, under their real names
+    and schemas (`tests/make_local_hub.py`: `openai-community/gpt2`, FineWeb-Edu, SMS spam, Alpaca-cleaned,
+    UltraFeedback). `env` is `hub_server`'s plus a fresh `HF_LLM_CACHE` (where `from_gpt2` caches its conversion)."""
+    from hub_server import HubServer
+    from make_local_hub import build_local_hub, serve_local_hub
+
+    root = build_local_hub(tmp_path_factory.mktemp("local_hub"))
+    with HubServer() as server:
+        serve_local_hub(server, root)
+        env = server.env(str(tmp_path_factory.mktemp("local_hub_hf_home")))
+        yield server.url, {**env, "HF_LLM_CACHE": str(tmp_path_factory.mktemp("local_hub_hf_llm_cache"))}
+
+
 # ---- remote code: run Python where hf_llm cannot be imported ----
 BLOCK_HF_LLM = """
 import importlib.abc, sys

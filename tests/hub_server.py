@@ -145,6 +145,16 @@ class HubServer:
             "HF_HOME": hf_home,
         }
 
+    def add_repo(self, repo_type: str, repo_id: str, files: dict[str, bytes], private: bool = False) -> Repo:
+        """Serve `files` (`{path: bytes}`) as `repo_id` in one commit on `main`, under any namespace (a test's
+        stand-in for a repo that already exists on the Hub, e.g. `openai-community/gpt2`)."""
+        with self.lock:
+            repo = Repo(repo_type=repo_type, repo_id=repo_id, private=private)
+            repo.new_commit({".gitattributes": GITATTRIBUTES}, "main")
+            repo.new_commit({".gitattributes": GITATTRIBUTES, **files}, "main")
+            self.repos[(repo_type, repo_id)] = repo
+            return repo
+
     # ---- store helpers (call with self.lock held) ----
 
     def repo_url(self, repo: Repo) -> str:
