@@ -7,12 +7,17 @@ the median over rounds of the ratio of two back-to-back timings in this one run:
 - training tokens/s (forward + backward + AdamW step), ours / GPT-2, per attention implementation;
 - cached greedy generation tokens/s, ours / GPT-2;
 - our cached generation / our uncached generation (what the KV cache buys) at `--max_new_tokens`, for each of
-  `--cache_batch_sizes`.
+  `--cache_batch_sizes`;
+- training tokens/s of our model under `torch.compile` (inductor, what `--torch_compile true` turns on) / the same
+  model eager, at the `tiny` preset's shape and at GPT-2 small's (`gpt2-124m`), with the first compiled step's time
+  (the compilation) and the first step's loss difference reported beside it.
 
 Run:
 
-    python benchmarks/model_throughput.py                      # CPU defaults, a few minutes on 2 cores
-    python benchmarks/model_throughput.py --device cuda --dtype bfloat16 --hidden_size 768 --num_layers 12
+    python benchmarks/model_throughput.py                      # CPU defaults, several minutes on 2 cores
+    python benchmarks/model_throughput.py --sections compile --rounds 3 --train_steps 2   # compiled vs eager only
+    python benchmarks/model_throughput.py --device cuda --dtype bfloat16 --hidden_size 768 --num_layers 12 \
+        --gpt2_batch_size 16 --gpt2_seq_length 1024
 """
 
 import argparse
@@ -25,7 +30,15 @@ from pathlib import Path
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from hf_llm import GPTForCausalLM
+from hf_llm import GPTConfig, GPTForCausalLM
+from hf_llm.training.presets import MODEL_PRESETS
+
+# Shapes of the compiled-vs-eager section: a preset, the vocabulary its recipe trains (GPT-2's 50257 tokens plus a pad
+# token, padded to a multiple of 64 as `build_gpt_config` does) and the flags holding its batch.
+COMPILE_SHAPES = {
+    "tiny": {"preset": "tiny", "vocab_size": 4096, "batch": ("batch_size", "seq_length")},
+    "gpt2-124m": {"preset": "gpt2-124m", "vocab_size": 50304, "batch": ("gpt2_batch_size", "gpt2_seq_length")},
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,6 +58,16 @@ def parse_args() -> argparse.Namespace:
         "--cache_batch_sizes", type=int, nargs="+", default=[1, 8], help="batch sizes for cached vs uncached"
     )
     parser.add_argument("--attn_implementations", nargs="+", default=["eager", "sdpa"])
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=["vs_gpt2", "compile"],
+        default=["vs_gpt2", "compile"],
+        help="vs_gpt2: ours vs GPT2LMHeadModel (training, generation, KV cache); compile: compiled vs eager training",
+    )
+    parser.add_argument("--compile_shapes", nargs="+", choices=list(COMPILE_SHAPES), default=list(COMPILE_SHAPES))
+    parser.add_argument("--gpt2_batch_size", type=int, default=1, help="compile section, gpt2-124m shape")
+    parser.add_argument("--gpt2_seq_length", type=int, default=512, help="compile section, gpt2-124m shape")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--output_json", default="outputs/benchmarks/model_throughput.json")
@@ -136,6 +159,50 @@ def median_ratio(seconds: dict[str, list[float]], numerator: str, denominator: s
     return statistics.median(d / n for n, d in zip(seconds[numerator], seconds[denominator], strict=True))
 
 
+def compiled_vs_eager(args: argparse.Namespace, shape: str) -> dict:
+    """Training tokens/s of `torch.compile(model)` vs the same model eager (same weights, batches and optimizer)."""
+    spec = COMPILE_SHAPES[shape]
+    batch_size, seq_length = (getattr(args, name) for name in spec["batch"])
+    torch.manual_seed(0)
+    config = GPTConfig(
+        **MODEL_PRESETS[spec["preset"]],
+        vocab_size=spec["vocab_size"],
+        embedding_dropout=0.0,
+        attention_dropout=0.0,
+        residual_dropout=0.0,
+    )
+    dtype = getattr(torch, args.dtype)
+    eager = GPTForCausalLM(config).to(args.device, dtype)
+    twin = GPTForCausalLM(config).to(args.device, dtype)
+    twin.load_state_dict(eager.state_dict())
+    compiled = torch.compile(twin)  # inductor, as Trainer's --torch_compile true
+    generator = torch.Generator().manual_seed(1)
+    batch = torch.randint(0, config.vocab_size, (batch_size, seq_length), generator=generator).to(args.device)
+    eager.train(), compiled.train()
+    start = time.perf_counter()
+    compiled_loss = compiled(input_ids=batch, labels=batch, use_cache=False).loss.item()  # compiles the forward
+    forward_compile_seconds = time.perf_counter() - start
+    loss_difference = abs(compiled_loss - eager(input_ids=batch, labels=batch, use_cache=False).loss.item())
+    steps = {"eager": training_step_fn(eager, batch), "compiled": training_step_fn(compiled, batch)}
+    # The first training step compiles the backward (the forward graph is reused).
+    compile_seconds = forward_compile_seconds + timed(steps["compiled"], args.device)
+
+    def repeat(step: Callable[[], None]) -> Callable[[], None]:
+        return lambda: [step() for _ in range(args.train_steps)]
+
+    seconds = interleaved({name: repeat(step) for name, step in steps.items()}, args.rounds, args.device)
+    tokens = batch_size * seq_length * args.train_steps
+    return {
+        "shape": {**MODEL_PRESETS[spec["preset"]], "vocab_size": config.vocab_size},
+        "parameters": eager.num_parameters(),
+        "batch": [batch_size, seq_length],
+        "train_tokens_per_s": {name: tokens / statistics.median(s) for name, s in seconds.items()},
+        "compiled_vs_eager": median_ratio(seconds, "compiled", "eager"),
+        "first_compiled_step_s": compile_seconds,
+        "first_loss_abs_difference": loss_difference,
+    }
+
+
 def main() -> None:
     args = parse_args()
     torch.set_grad_enabled(True)
@@ -147,7 +214,7 @@ def main() -> None:
     train_tokens = args.batch_size * args.seq_length * args.train_steps
     new_tokens = args.generation_batch_size * args.max_new_tokens
 
-    for attn_implementation in args.attn_implementations:
+    for attn_implementation in args.attn_implementations if "vs_gpt2" in args.sections else []:
         gpt2, ours = build_pair(args, attn_implementation)
 
         def repeat(step: Callable[[], None]) -> Callable[[], None]:
@@ -216,6 +283,20 @@ def main() -> None:
                 f"{cache['hf_llm_cached']:.1f} tokens/s, uncached {cache['hf_llm_uncached']:.1f} tokens/s, "
                 f"ratio {ratio:.1f}x"
             )
+
+    for shape in args.compile_shapes if "compile" in args.sections else []:
+        row = compiled_vs_eager(args, shape)
+        results.setdefault("compile", {})[shape] = row
+        rates = row["train_tokens_per_s"]
+        print(
+            f"\n== torch.compile vs eager training, {shape} shape ({row['parameters']:,} parameters, batch "
+            f"{row['batch'][0]} x {row['batch'][1]}, {args.device}, {args.dtype}) =="
+        )
+        print(
+            f"training   tokens/s  compiled {rates['compiled']:10.0f}   eager {rates['eager']:10.0f}   "
+            f"ratio {row['compiled_vs_eager']:.2f}x   (first compiled step {row['first_compiled_step_s']:.0f} s, "
+            f"first-step loss difference {row['first_loss_abs_difference']:.1e})"
+        )
 
     output = Path(args.output_json)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -154,3 +154,33 @@ def test_overlapping_windows_are_scored_once_in_evaluation(tiny_tokenizer):
     assert all(labels[:16] == [-100] * 16 for labels in validation_labels[1:])
     scored = sum(label != -100 for labels in validation_labels for label in labels)
     assert scored == len(validation_labels[0]) + 16 * (len(validation_labels) - 1)
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_with_the_losses_of_eager_mode(run_pretrain, pretrain_text_file, tmp_path, monkeypatch):
+    import torch
+
+    argv = [
+        "--dataset_name", pretrain_text_file, *TINY_PRETRAIN_ARGS, "--max_steps", "3", "--eval_strategy", "no",
+        "--save_strategy", "no",
+    ]  # fmt: skip
+    run_pretrain([*argv, "--output_dir", tmp_path / "eager"])
+    compiled_modules = []
+    compile_ = torch.compile
+
+    def recording_compile(model, *args, **kwargs):
+        compiled_modules.append(type(model).__name__)
+        return compile_(model, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    run_pretrain([*argv, "--output_dir", tmp_path / "compiled", "--torch_compile", "true"])
+
+    assert compiled_modules == ["GPTForCausalLM"]  # Trainer (through accelerate) compiled our model, inductor on CPU
+    history = {
+        run: json.loads((tmp_path / run / "trainer_state.json").read_text())["log_history"]
+        for run in ("eager", "compiled")
+    }
+    eager, compiled = ([entry["loss"] for entry in history[run] if "loss" in entry] for run in ("eager", "compiled"))
+    assert len(compiled) == 3 and compiled == pytest.approx(eager, rel=1e-5)
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "compiled")  # saved unwrapped: no `_orig_mod.` prefixes
+    assert isinstance(saved, hf_llm.GPTForCausalLM)

@@ -35,7 +35,7 @@ from datasets.distributed import split_dataset_by_node
 from hub_server import patch_hub_env
 
 from hf_llm import GPTForCausalLM
-from hf_llm.data import DataArguments, DataError
+from hf_llm.data import DataArguments, load_pydocs
 from hf_llm.data.loading import load_text_stream
 from hf_llm.data.packing import PackedBlockStream, is_held_out
 from hf_llm.errors import UsageError
@@ -309,13 +309,20 @@ def test_flags_a_stream_cannot_honour_are_refused_in_one_line(
         run_pretrain([*streaming_argv(small_corpus, tokenizer_dir, tmp_path / "run"), *extra])
 
 
-def test_streaming_needs_a_tokenizer_and_refuses_pydocs(small_corpus, tokenizer_dir, run_pretrain, tmp_path):
+def test_streaming_needs_a_tokenizer(small_corpus, tokenizer_dir, run_pretrain, tmp_path):
     argv = streaming_argv(small_corpus, tokenizer_dir, tmp_path / "run")
     at = argv.index("--tokenizer_name_or_path")
     with pytest.raises(UsageError, match="--streaming needs an existing tokenizer"):
         run_pretrain(argv[:at] + argv[at + 2 :])
-    with pytest.raises(DataError, match="pydocs is a small bundled corpus loaded in memory; remove --streaming"):
-        run_pretrain([*argv, "--dataset_name", "pydocs"])
+
+
+def test_the_bundled_pydocs_corpus_streams_from_memory_in_order():
+    stream = load_text_stream(DataArguments(dataset_name="pydocs", streaming=True))
+    corpus = load_pydocs("text")
+    assert stream.splits == {"train": "train", "validation": "validation"} and stream.hold_out_percentage == 0
+    for split in stream.splits:
+        head = [example["text"] for example in itertools.islice(stream.documents(split), 50)]
+        assert head == corpus[split]["text"][:50]
 
 
 def test_a_streaming_run_on_a_hub_parquet_dataset_evaluates_held_out_blocks(
@@ -419,7 +426,7 @@ def test_a_killed_streaming_run_resumes_on_the_same_tokens_with_the_same_losses(
 
 
 @pytest.mark.slow
-def test_two_processes_read_their_own_files_and_resume_exactly(tokenizer_dir, tiny_tokenizer, tmp_path):
+def test_two_processes_read_their_own_files_and_resume_exactly(tokenizer_dir, tiny_tokenizer, run_pretrain, tmp_path):
     texts = {f"train-{f}.jsonl": documents(6, str(f)) for f in range(4)}
     corpus = write_jsonl_folder(tmp_path / "corpus", {**texts, **VALIDATION_TEXTS})
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -447,6 +454,14 @@ def test_two_processes_read_their_own_files_and_resume_exactly(tokenizer_dir, ti
     expected, got = losses(straight), losses(resumed)
     for step in range(4, 7):
         assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), f"step {step}"
+
+    # One process cannot take over the streams of two.
+    one = tmp_path / "one_process"
+    one.mkdir()
+    shutil.copytree(checkpoint, one / "checkpoint-3")
+    argv = [*streaming_argv(corpus, tokenizer_dir, one, *steps), "--resume_from_checkpoint", "latest"]
+    with pytest.raises(UsageError, match="was saved by 2 processes, each reading its own share of the stream"):
+        run_pretrain(argv)
 
 
 # ---------------------------------------------------------------------------------------------------------------

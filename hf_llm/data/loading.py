@@ -18,7 +18,7 @@ from ..stages import DATA_FORMATS
 from .arguments import COLUMN_FLAGS, DataArguments
 from .errors import DataError
 from .preferences import rankings_dataset
-from .pydocs import load_pydocs
+from .pydocs import load_pydocs, pydocs_fingerprint
 from .rankings import is_rankings_file
 
 logger = logging.get_logger(__name__)
@@ -586,7 +586,8 @@ class TextStream:
 def load_text_stream(data_args: DataArguments) -> TextStream:
     """
     Open `data_args.dataset_name` (a Hub id or a local file or folder) for streaming, as `datasets.load_dataset(...,
-    streaming=True)` does: nothing is downloaded or prepared ahead, documents are read as they are needed.
+    streaming=True)` does: nothing is downloaded or prepared ahead, documents are read as they are needed. The bundled
+    `pydocs` corpus, small and in memory, is streamed from memory (`Dataset.to_iterable_dataset`).
 
     Splits are picked as for an in-memory load (`--dataset_train_split`, `--dataset_validation_split` or a split named
     validation/valid/dev/val); without a validation split, `--validation_split_percentage` of the training documents
@@ -601,9 +602,9 @@ def load_text_stream(data_args: DataArguments) -> TextStream:
     """
     name = data_args.dataset_name
     if not name:
-        raise DataError("no dataset given: pass --dataset_name (a Hub dataset id or a local file or folder)")
+        raise DataError("no dataset given: pass --dataset_name (a Hub dataset id, a local file or folder, or pydocs)")
     if name == "pydocs":
-        raise DataError("--dataset_name pydocs is a small bundled corpus loaded in memory; remove --streaming")
+        return _pydocs_stream(data_args)
     path = Path(name).expanduser()
     if path.exists():
         extension, data_files = _data_files(path)
@@ -671,6 +672,22 @@ def load_text_stream(data_args: DataArguments) -> TextStream:
         text_column=text_column,
         data_files={canonical: available[split] for canonical, split in splits.items()},
         open_split=open_split,
+    )
+
+
+def _pydocs_stream(data_args: DataArguments) -> TextStream:
+    # The bundled corpus is small and loaded in memory; streaming it keeps every other path (pipelines, recipes that
+    # stream) working on the offline default dataset.
+    corpus = load_pydocs("text").remove_columns("source")
+    splits = {split: split for split in ("train", "validation") if split in corpus}
+    tag = f"pydocs@{pydocs_fingerprint()}"
+    return TextStream(
+        source="pydocs",
+        splits=splits,
+        hold_out_percentage=0.0 if "validation" in splits else data_args.validation_split_percentage,
+        text_column="text",
+        data_files={split: [tag] for split in splits},
+        open_split=lambda split: corpus[split].to_iterable_dataset(num_shards=min(8, len(corpus[split]))),
     )
 
 

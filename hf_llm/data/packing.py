@@ -395,7 +395,8 @@ class PackedBlockStream(TorchIterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, list[int]]]:
         position = self._position
-        buffer, start = copy.deepcopy(position["buffer"]), 0
+        # Tokens as int32 arrays: the recent positions kept for `state_after` share them instead of copying lists.
+        buffer, start = np.asarray(copy.deepcopy(position["buffer"]), dtype=np.int32), 0
         while True:
             for token_ids, source_state, keep in self._read_documents():
                 position["documents"] = source_state
@@ -406,9 +407,9 @@ class PackedBlockStream(TorchIterableDataset):
                 else:
                     position["documents_read"] += 1
                     position["tokens"] += len(token_ids)
-                    buffer, start = buffer[start:] + token_ids, 0
+                    buffer, start = np.concatenate([buffer[start:], np.asarray(token_ids, dtype=np.int32)]), 0
                 while len(buffer) - start >= self.block_size:
-                    block = buffer[start : start + self.block_size]
+                    block = buffer[start : start + self.block_size].tolist()
                     start += self.block_size
                     position["blocks"] += 1
                     position["buffer"] = _Tail(buffer, start)
@@ -447,15 +448,15 @@ class PackedBlockStream(TorchIterableDataset):
 
 
 class _Tail:
-    """The tokens of a buffer from `start` on, copied only when a position is saved."""
+    """The tokens of a buffer from `start` on, turned into a list only when a position is saved."""
 
     __slots__ = ("buffer", "start")
 
-    def __init__(self, buffer: list[int], start: int):
+    def __init__(self, buffer: np.ndarray, start: int):
         self.buffer, self.start = buffer, start
 
     def __deepcopy__(self, memo) -> list[int]:
-        return self.buffer[self.start :]
+        return self.buffer[self.start :].tolist()
 
 
 def take_blocks(stream: PackedBlockStream, count: int) -> Dataset:
