@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
 from conftest import tiny_gpt_config
 from sklearn.dummy import DummyClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -215,9 +214,13 @@ def trained_classifier(tmp_path_factory, tiny_tokenizer):
     model_dir = root / "classifier"
     GPTForSequenceClassification(tiny_gpt_config(tiny_tokenizer, num_labels=3)).save_pretrained(model_dir)
     tiny_tokenizer.save_pretrained(model_dir)
-    recipe = {"DataArguments": {"dataset_name": str(data), "validation_split_percentage": 20.0}}
-    recipe["ClassifierConfig"] = {"seed": 7}
-    (model_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    # The recipe exactly as the training scripts write it.
+    from hf_llm.data import DataArguments
+    from hf_llm.training import save_recipe
+    from hf_llm.training.classifier import ClassifierConfig
+
+    data_args = DataArguments(dataset_name=str(data), validation_split_percentage=20.0)
+    save_recipe(model_dir, data_args, ClassifierConfig(output_dir=str(model_dir), seed=7, report_to="none"))
     return {"model": str(model_dir), "data": str(data), "root": root}
 
 
@@ -289,8 +292,10 @@ def test_eval_sft_scores_copying_the_nearest_training_answer(tiny_tokenizer, tmp
     model_dir = tmp_path / "sft"
     GPTForCausalLM(tiny_gpt_config(tiny_tokenizer)).save_pretrained(model_dir)
     tiny_tokenizer.save_pretrained(model_dir)
-    recipe = {"DataArguments": {"dataset_name": str(data), "validation_split_percentage": 0.0}}
-    (model_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    from hf_llm.data import DataArguments
+    from hf_llm.training import save_recipe
+
+    save_recipe(model_dir, DataArguments(dataset_name=str(data), validation_split_percentage=0.0))
 
     report = main(
         ["--model_name_or_path", str(model_dir), "--task", "sft", "--dataset_name", str(data), "--split", "test",

@@ -154,7 +154,7 @@ def baseline_verdict(accuracy: float, tfidf_accuracy: float, *, model: str = "Th
     return (
         f"{model} does not beat the TF-IDF + logistic-regression baseline ({100 * accuracy:.1f}% vs "
         f"{100 * tfidf_accuracy:.1f}% accuracy): a bag-of-words model classifies this data as well, for a fraction "
-        "of the cost. Try the classifier/small-data recipe (docs/fine-tuning.md)."
+        "of the cost. What to try: docs/fine-tuning.md, 'Small labeled data on a CPU'."
     )
 
 

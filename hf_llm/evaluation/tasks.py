@@ -99,12 +99,13 @@ def training_split_of(model_name_or_path: str, data_format: str) -> tuple[Datase
         )
     with open(recipe_path, encoding="utf-8") as f:
         recipe = yaml.safe_load(f) or {}
+    # The recipe is a flat `--config` file: its keys are the scripts' flags, DataArguments' among them.
     known = {f.name for f in dataclasses.fields(DataArguments)}
-    data_fields = {k: v for k, v in (recipe.get("DataArguments") or {}).items() if k in known}
+    data_fields = {k: v for k, v in recipe.items() if k in known}
     if not data_fields.get("dataset_name"):
         return None, f"{recipe_path} names no dataset_name"
     # Recipes record only values that differ from the defaults: no seed means TrainingArguments' default, 42.
-    seed = next((g["seed"] for g in recipe.values() if isinstance(g, dict) and "seed" in g), 42)
+    seed = recipe.get("seed", 42)
     try:
         splits = load_dataset_from_args(DataArguments(**data_fields), data_format, seed=seed)
     except (OSError, ValueError) as error:  # DataError and UsageError are ValueErrors: data moved or unreadable
