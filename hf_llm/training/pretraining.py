@@ -160,6 +160,24 @@ def check_pretraining_data_args(data_args: DataArguments) -> None:
         )
 
 
+def _block_size(data_args: DataArguments, max_length: int) -> int:
+    """`--block_size` (default: the model's context), refused beyond the context and warned about below it."""
+    block_size = data_args.block_size or max_length
+    if block_size > max_length:
+        raise UsageError(
+            f"--block_size {block_size} exceeds the model's context length ({max_length}); pass --block_size "
+            f"{max_length} or less, or a model with larger --max_position_embeddings."
+        )
+    if block_size < max_length:
+        # hf-llm eval and generation use the whole position table; rows never trained read as noise there.
+        logger.warning(
+            f"--block_size {block_size} is shorter than the model's context ({max_length}): positions "
+            f"{block_size}..{max_length - 1} never train, yet evaluation and generation use them. Pass "
+            f"--block_size {max_length} (or build the model with --max_position_embeddings {block_size})."
+        )
+    return block_size
+
+
 def pack_for_pretraining(
     dataset: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
@@ -204,19 +222,7 @@ def pack_for_pretraining(
         packed = split_documents(tokenized, piece, num_proc=data_args.preprocessing_num_workers)
         collator = padding_free_collator()
     elif packing == "blocks":
-        block_size = data_args.block_size or max_length
-        if block_size > max_length:
-            raise UsageError(
-                f"--block_size {block_size} exceeds the model's context length ({max_length}); pass --block_size "
-                f"{max_length} or less, or a model with larger --max_position_embeddings."
-            )
-        if block_size < max_length:
-            # hf-llm eval and generation use the whole position table; rows never trained read as noise there.
-            logger.warning(
-                f"--block_size {block_size} is shorter than the model's context ({max_length}): positions "
-                f"{block_size}..{max_length - 1} never train, yet evaluation and generation use them. Pass "
-                f"--block_size {max_length} (or build the model with --max_position_embeddings {block_size})."
-            )
+        block_size = _block_size(data_args, max_length)
         # Overlapping windows (stride < block_size) are extra training samples, but evaluation must score each token
         # once, so the overlap is masked out of the labels of every split other than train.
         packed = DatasetDict(
@@ -272,16 +278,6 @@ def check_streaming_args(
             "--streaming needs an existing tokenizer (training one would read the whole stream first): pass "
             "--tokenizer_name_or_path or --model_name_or_path."
         )
-
-
-def _block_size(data_args: DataArguments, max_length: int) -> int:
-    block_size = data_args.block_size or max_length
-    if block_size > max_length:
-        raise UsageError(
-            f"--block_size {block_size} exceeds the model's context length ({max_length}); pass --block_size "
-            f"{max_length} or less, or a model with larger --max_position_embeddings."
-        )
-    return block_size
 
 
 def stream_for_pretraining(
