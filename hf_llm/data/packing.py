@@ -271,7 +271,8 @@ class PackedBlockStream(TorchIterableDataset):
     validation side).
 
     Args:
-        documents (`datasets.IterableDataset`): The text documents.
+        documents (`datasets.IterableDataset`): The text documents, not yet iterated (the stream takes its first
+            document from the dataset's position when given it).
         tokenizer (`PreTrainedTokenizerBase`): Its eos token is appended to every document.
         block_size (`int`): Tokens per block.
         text_column (`str`, defaults to `"text"`): Column holding the text.
