@@ -34,6 +34,25 @@ from .stages import STAGE_NAMES, PipelineStep
 
 STATE_FILE = "pipeline_state.json"
 TRAINING_STAGES = ("tokenizer", *STAGE_NAMES)
+# The recipe keys that say which examples a stage trained on and held out: an evaluation of the recipe's own dataset
+# reads them too, so it scores the examples the stage held out.
+EVAL_DATA_KEYS = (
+    "dataset_name",
+    "dataset_config_name",
+    "dataset_train_split",
+    "dataset_validation_split",
+    "dataset_test_split",
+    "validation_split_percentage",
+    "text_column",
+    "label_column",
+    "instruction_column",
+    "input_column",
+    "output_column",
+    "messages_column",
+    "class_names",
+    "text_sample_by",
+    "seed",
+)
 
 
 def find_checkout(repo_dir: str | None = None) -> Path:
@@ -75,7 +94,8 @@ def _per_stage_values(values: list[str], flag: str) -> dict[str, str]:
 def build_steps(args: argparse.Namespace, checkout: Path) -> list[PipelineStep]:
     """
     The pipeline's steps, in order, for the stages named by `--stages`: each training stage with its recipe and the
-    earlier outputs it reads, each followed by its evaluation on the test split.
+    earlier outputs it reads, each followed by its evaluation on the test split (on the held-out validation examples
+    of a recipe's dataset that has no test split).
 
     Raises:
         UsageError: when a stage's recipe for `--preset` does not exist.
@@ -83,14 +103,10 @@ def build_steps(args: argparse.Namespace, checkout: Path) -> list[PipelineStep]:
     out = Path(args.output_dir).resolve()
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
     launch.append(str(resolve_in_checkout(args.accelerate_config, checkout)))
-    datasets = _per_stage_values(args.dataset_name or ["pydocs"], "--dataset_name")
+    datasets = _per_stage_values(args.dataset_name or [], "--dataset_name")
     extra = {stage: shlex.split(flags) for stage, flags in _per_stage_values(args.stage_args, "--stage_args").items()}
     if "" in extra:
         raise UsageError("--stage_args needs a stage: e.g. --stage_args 'sft=--max_steps 20'.")
-
-    def dataset(stage: str) -> list[str]:
-        name = datasets.get(stage, datasets.get(""))
-        return ["--dataset_name", name] if name else []
 
     def recipe(stage: str) -> Path:
         path = checkout / "train_scripts" / "configs" / stage / f"{args.preset}.yaml"
@@ -98,6 +114,35 @@ def build_steps(args: argparse.Namespace, checkout: Path) -> list[PipelineStep]:
             available = sorted(p.stem for p in path.parent.glob("*.yaml"))
             raise UsageError(f"--preset {args.preset!r} has no {stage} recipe ({path}); presets there: {available}.")
         return path
+
+    def recipe_values(stage: str) -> dict:
+        path = recipe(stage) if stage != "tokenizer" else None  # the tokenizer's recipe is pydocs.yaml, not a preset
+        return (yaml.safe_load(path.read_text()) or {}) if path is not None and path.is_file() else {}
+
+    def dataset(stage: str) -> list[str]:
+        # The user's --dataset_name for this stage (or all), else the recipe's own, else the bundled pydocs.
+        name = datasets.get(stage, datasets.get(""))
+        if name is None and recipe_values(stage).get("dataset_name") is None:
+            name = "pydocs"
+        return ["--dataset_name", name] if name else []
+
+    def eval_data(stage: str, task: str) -> list[str]:
+        """An evaluation's data: the user's dataset or pydocs on its test split; the recipe's own dataset read as the
+        stage read it (configuration, columns, held-out share, seed), on its test split when the recipe names one,
+        else on the validation examples the stage held out."""
+        values = recipe_values(stage)
+        if dataset(stage) or values.get("dataset_name") == "pydocs":
+            return [*(dataset(stage) or ["--dataset_name", "pydocs"]), "--split", "test"]
+        flags = []
+        for key in EVAL_DATA_KEYS:
+            value = values.get(key)
+            if value is not None:
+                flags += [f"--{key}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+        if task == "win_rate" and "messages_column" not in values:
+            # The win rate reads prompts as instruction data; a conversational preference pair's chosen conversation
+            # is one (the user's turn, then the answer), as for trl-lib/ultrafeedback_binarized.
+            flags += ["--messages_column", values.get("chosen_column", "chosen")]
+        return [*flags, "--split", "test" if values.get("dataset_test_split") else "validation"]
 
     def hub(stage: str) -> list[str]:
         if not args.push_to_hub:
@@ -116,7 +161,7 @@ def build_steps(args: argparse.Namespace, checkout: Path) -> list[PipelineStep]:
 
     def evaluate(name: str, stage: str, task: str, model: str, *inputs: str) -> PipelineStep:
         command = [sys.executable, str(checkout / "eval" / "evaluate_model.py"), "--model_name_or_path", model]
-        command += ["--task", task, *inputs, *dataset(stage), "--split", "test", "--output_dir", str(out / name)]
+        command += ["--task", task, *inputs, *eval_data(stage, task), "--output_dir", str(out / name)]
         if args.max_eval_samples is not None:
             command += ["--max_eval_samples", str(args.max_eval_samples)]
         return PipelineStep(name, stage, command, out / name, done_file="metrics.json")
@@ -395,7 +440,8 @@ def add_pipeline_command(commands: argparse._SubParsersAction) -> None:
         action="append",
         default=None,
         metavar="[STAGE=]NAME",
-        help="data for every stage (default: the bundled pydocs), or for one: --dataset_name classifier=sms.csv",
+        help="data for every stage (default: each recipe's dataset_name, else the bundled pydocs), or for one: "
+        "--dataset_name classifier=sms.csv",
     )
     pipeline.add_argument(
         "--stage_args",

@@ -261,3 +261,52 @@ def test_pipeline_preset_gpt2_124m_runs_every_stage_and_evaluation_against_the_l
         metrics = json.loads((tmp_path / "pipeline" / name / "metrics.json").read_text())["metrics"]
         assert metrics, name
     assert (tmp_path / "pipeline" / "report.md").is_file()
+
+
+def test_pipeline_preset_gpt2_124m_trains_and_evaluates_on_the_recipes_own_data(tmp_path):
+    """Without --dataset_name each stage reads its recipe's dataset (not pydocs), and each evaluation reads it the way
+    the stage did: its configuration, columns, held-out share and seed, on the test split when the recipe names one,
+    else on the validation examples the stage held out."""
+    from hf_llm.cli import build_parser
+    from hf_llm.pipeline import build_steps
+
+    args = build_parser().parse_args(["pipeline", "--preset", "gpt2-124m", "--output_dir", str(tmp_path)])
+    commands = {step.name: step.command for step in build_steps(args, CHECKOUT)}
+    assert "tokenizer" not in commands  # the pretraining recipe names GPT-2's tokenizer
+    for stage in CPU_OVERRIDES:
+        assert "--dataset_name" not in commands[stage], stage
+
+    def flags(name: str) -> dict[str, str]:
+        command = commands[name]
+        return {flag: value for flag, value in zip(command, command[1:], strict=False) if flag.startswith("--")}
+
+    assert flags("eval-pretrain") | {"--split": "validation"} == flags("eval-pretrain")
+    assert flags("eval-pretrain")["--dataset_config_name"] == "sample-10BT"
+    classifier = flags("eval-classifier")
+    assert (classifier["--dataset_name"], classifier["--text_column"], classifier["--label_column"]) == (
+        "ucirvine/sms_spam",
+        "sms",
+        "label",
+    )
+    assert (classifier["--validation_split_percentage"], classifier["--seed"], classifier["--split"]) == (
+        str(recipe("classifier")["validation_split_percentage"]),
+        "42",
+        "validation",
+    )
+    sft = flags("eval-sft")
+    assert (sft["--dataset_name"], sft["--split"]) == ("yahma/alpaca-cleaned", "validation")
+    assert (flags("eval-reward")["--dataset_name"], flags("eval-reward")["--split"]) == (
+        "trl-lib/ultrafeedback_binarized",
+        "test",
+    )
+    for name in ("eval-ppo", "eval-dpo"):  # the win rate's prompts: the user turn of each chosen conversation
+        assert (flags(name)["--messages_column"], flags(name)["--split"]) == ("chosen", "test"), name
+
+    # A user's --dataset_name still wins, evaluated on its test split without the recipe's columns.
+    args = build_parser().parse_args(
+        ["pipeline", "--preset", "gpt2-124m", "--output_dir", str(tmp_path), "--dataset_name", "classifier=sms.csv"]
+    )
+    commands = {step.name: step.command for step in build_steps(args, CHECKOUT)}
+    assert flags("classifier")["--dataset_name"] == "sms.csv"
+    assert flags("eval-classifier") | {"--dataset_name": "sms.csv", "--split": "test"} == flags("eval-classifier")
+    assert "--text_column" not in flags("eval-classifier")
