@@ -159,11 +159,6 @@ print(json.dumps({
 
 @pytest.mark.slow
 def test_every_gpt2_124m_recipe_trains_saves_loads_back_and_evaluates(hub_env, tmp_path):
-    from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-
-    import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
-
     out = {stage: tmp_path / stage for stage in CPU_OVERRIDES}
     inputs = {
         "pretrain": [],
@@ -186,11 +181,20 @@ def test_every_gpt2_124m_recipe_trains_saves_loads_back_and_evaluates(hub_env, t
         assert returncode == 0, f"{stage} failed:\n{log_tail(log_file)}"
     (tmp_path / "peak_rss.json").write_text(json.dumps(measured, indent=2))
     print(json.dumps(measured, indent=2))
+    check_recipe_outputs(out, Path(hub_env["HF_LLM_CACHE"]))
+
+
+def check_recipe_outputs(out: dict[str, Path], hf_llm_cache: Path) -> None:
+    """What every stage's run must have left in its output directory `out[stage]`."""
+    from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 
     # The recipes' names went to the Hub: GPT-2 was converted once by from_gpt2, its tokenizer came along.
-    conversion = Path(hub_env["HF_LLM_CACHE"]) / "from_gpt2" / "openai-community--gpt2@main"
+    conversion = hf_llm_cache / "from_gpt2" / "openai-community--gpt2@main"
     assert (conversion / "config.json").is_file()
-    assert json.loads((conversion / "config.json").read_text())["model_type"] == "gpt"
+    assert json.loads((conversion / "config.json").read_text())["architectures"] == ["GPTForCausalLM"]
     for stage in ("classifier", "sft"):
         adapter = json.loads((out[stage] / "adapter_config.json").read_text())
         assert Path(adapter["base_model_name_or_path"]).resolve() == conversion.resolve()
@@ -239,7 +243,10 @@ def test_every_gpt2_124m_recipe_trains_saves_loads_back_and_evaluates(hub_env, t
         merged_logits = logits(model, input_ids)
         assert torch.isfinite(merged_logits).all(), stage
         del model
-        model = peft_class.from_pretrained(out[stage]).eval()
+        # A reward adapter's base is a causal LM: its one-output head is sized by the caller, as for any PEFT
+        # sequence-classification adapter.
+        kwargs = {"num_labels": 1} if stage == "reward" else {}
+        model = peft_class.from_pretrained(out[stage], **kwargs).eval()
         torch.testing.assert_close(logits(model, input_ids), merged_logits, rtol=1e-4, atol=1e-4, msg=stage)
 
 
