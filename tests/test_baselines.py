@@ -152,6 +152,15 @@ def test_model_card_shows_the_baselines_the_metrics_carry(tmp_path):
     assert "On the validation split: The model does not beat the TF-IDF + logistic-regression baseline" in card
     results = card.split("## Results")[1].split("## Baselines")[0]
     assert "| eval_accuracy | 0.8000 |" in results and "tfidf" not in results  # shown once, in its own section
+    # The test split's comparison, from the test_results.json the script wrote before the card, is shown too.
+    test = {"test_accuracy": 0.7, "test_macro_f1": 0.69, "test_majority_accuracy": 0.5, "test_tfidf_accuracy": 0.75}
+    test.update(test_baseline_verdict="The model does not beat it (test).")
+    (tmp_path / "test_results.json").write_text(json.dumps(test))
+    card = open(create_model_card(tmp_path, stage="classifier", metrics=metrics)).read()
+    assert "| test | accuracy | 0.7000 | 0.5000 | 0.7500 | -5.0 points |" in card
+    assert "On the test split: The model does not beat it (test)." in card
+    assert "trust the test split's" in card
+    (tmp_path / "test_results.json").unlink()
     # A card without baselines has no such section.
     plain = open(create_model_card(tmp_path, stage="classifier", metrics={"eval_accuracy": 0.8})).read()
     assert "## Baselines" not in plain
