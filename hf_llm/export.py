@@ -31,8 +31,7 @@ from hf_llm.training.output_dir import check_command_output_dir
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from hf_llm import GPTForCausalLM
+    from transformers import GPT2LMHeadModel
 
 logger = logging.get_logger(__name__)
 
@@ -42,7 +41,7 @@ GGUF_OUTTYPES = ("f32", "f16", "q8_0")
 
 
 def _load_for_export(model_name_or_path: str, output_dir: str, overwrite_output_dir: bool, *, example_suffix: str):
-    """The checks every export makes before writing anything, then the model (a `GPTForCausalLM`) and its tokenizer.
+    """The checks every export makes before writing anything, then the model as a `GPT2LMHeadModel` and its tokenizer.
 
     Raises:
         `UsageError`: When the output directory would lose files, the checkpoint is an adapter or not an hf_llm
@@ -72,10 +71,10 @@ def _load_for_export(model_name_or_path: str, output_dir: str, overwrite_output_
             "models are exported (a classifier or reward model has no GPT-2 form)."
         )
     try:
-        model.to_gpt2()  # refuses, naming the field, what GPT-2 (and GGUF's gpt2 architecture) cannot express
+        gpt2 = model.eval().to_gpt2()  # refuses, naming the field, what GPT-2 (and GGUF's gpt2 layout) cannot express
     except ValueError as error:
         raise UsageError(f"{model_name_or_path}: {error}") from None
-    return model.eval(), tokenizer_from_pretrained(model_name_or_path, flag="MODEL")
+    return gpt2, tokenizer_from_pretrained(model_name_or_path, flag="MODEL")
 
 
 def export_gpt2(model_name_or_path: str, output_dir: str, *, overwrite_output_dir: bool = False) -> str:
@@ -93,47 +92,35 @@ def export_gpt2(model_name_or_path: str, output_dir: str, *, overwrite_output_di
     Raises:
         `UsageError`: When the checkpoint is an adapter, not a causal LM, or a configuration GPT-2 cannot express.
     """
-    model, tokenizer = _load_for_export(model_name_or_path, output_dir, overwrite_output_dir, example_suffix="-gpt2")
-    model.to_gpt2().save_pretrained(output_dir)
+    gpt2, tokenizer = _load_for_export(model_name_or_path, output_dir, overwrite_output_dir, example_suffix="-gpt2")
+    gpt2.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     logger.info(f"Exported {model_name_or_path} as GPT2LMHeadModel to {os.path.abspath(output_dir)}")
     return output_dir
 
 
-def gguf_tensors(model: GPTForCausalLM) -> dict[str, np.ndarray]:
-    """The GGUF `gpt2` tensors of a `GPTForCausalLM` (numpy, float32, each `nn.Linear` weight as stored: (out, in))."""
-    state = {name: tensor.detach().float().cpu().numpy() for name, tensor in model.state_dict().items()}
-    config = model.config
+def gguf_tensors(gpt2: GPT2LMHeadModel) -> dict[str, np.ndarray]:
+    """
+    The GGUF `gpt2` tensors of a transformers `GPT2LMHeadModel` (from `GPTForCausalLM.to_gpt2`), named and laid out as
+    llama.cpp's own converter writes them: GPT-2's Conv1D weights transposed to (out, in), q|k|v already fused in
+    `c_attn`, no `output` tensor when the head is tied to the embedding.
+    """
+    state = {name: tensor.detach().float().cpu().numpy() for name, tensor in gpt2.state_dict().items()}
     tensors = {
-        "token_embd.weight": state["model.embed_tokens.weight"],
-        "position_embd.weight": state["model.embed_positions.weight"],
-        "output_norm.weight": state["model.norm.weight"],
-        "output_norm.bias": state["model.norm.bias"],
+        "token_embd.weight": state["transformer.wte.weight"],
+        "position_embd.weight": state["transformer.wpe.weight"],
+        "output_norm.weight": state["transformer.ln_f.weight"],
+        "output_norm.bias": state["transformer.ln_f.bias"],
     }
-    if not config.tie_word_embeddings:
+    if not gpt2.config.tie_word_embeddings:
         tensors["output.weight"] = state["lm_head.weight"]
-    import numpy as np
-
-    for index in range(config.num_hidden_layers):
-        ours, theirs = f"model.layers.{index}", f"blk.{index}"
-        attention = [state[f"{ours}.self_attn.{name}_proj.weight"] for name in ("q", "k", "v")]
-        attention_bias = [state[f"{ours}.self_attn.{name}_proj.bias"] for name in ("q", "k", "v")]
-        tensors.update(
-            {
-                f"{theirs}.attn_norm.weight": state[f"{ours}.input_layernorm.weight"],
-                f"{theirs}.attn_norm.bias": state[f"{ours}.input_layernorm.bias"],
-                f"{theirs}.attn_qkv.weight": np.concatenate(attention, axis=0),
-                f"{theirs}.attn_qkv.bias": np.concatenate(attention_bias, axis=0),
-                f"{theirs}.attn_output.weight": state[f"{ours}.self_attn.o_proj.weight"],
-                f"{theirs}.attn_output.bias": state[f"{ours}.self_attn.o_proj.bias"],
-                f"{theirs}.ffn_norm.weight": state[f"{ours}.post_attention_layernorm.weight"],
-                f"{theirs}.ffn_norm.bias": state[f"{ours}.post_attention_layernorm.bias"],
-                f"{theirs}.ffn_up.weight": state[f"{ours}.mlp.up_proj.weight"],
-                f"{theirs}.ffn_up.bias": state[f"{ours}.mlp.up_proj.bias"],
-                f"{theirs}.ffn_down.weight": state[f"{ours}.mlp.down_proj.weight"],
-                f"{theirs}.ffn_down.bias": state[f"{ours}.mlp.down_proj.bias"],
-            }
-        )
+    names = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
+             "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}  # fmt: skip
+    for index in range(gpt2.config.n_layer):
+        for theirs, ours in names.items():
+            weight = state[f"transformer.h.{index}.{theirs}.weight"]
+            tensors[f"blk.{index}.{ours}.weight"] = weight.T if weight.ndim == 2 else weight  # Conv1D: (in, out)
+            tensors[f"blk.{index}.{ours}.bias"] = state[f"transformer.h.{index}.{theirs}.bias"]
     return tensors
 
 
@@ -164,8 +151,8 @@ def export_gguf(
 
     if outtype not in GGUF_OUTTYPES:
         raise UsageError(f"--outtype {outtype} is not one of {list(GGUF_OUTTYPES)}.")
-    model, tokenizer = _load_for_export(model_name_or_path, output_dir, overwrite_output_dir, example_suffix="-gguf")
-    config = model.config
+    gpt2, tokenizer = _load_for_export(model_name_or_path, output_dir, overwrite_output_dir, example_suffix="-gguf")
+    config = gpt2.config
     backend = tokenizer.backend_tokenizer
     state = json.loads(backend.to_str())
     if state.get("model", {}).get("type") != "BPE" or "ByteLevel" not in json.dumps(state.get("pre_tokenizer")):
@@ -186,11 +173,11 @@ def export_gguf(
     os.makedirs(output_dir, exist_ok=True)
     writer = gguf.GGUFWriter(path, "gpt2")
     writer.add_name(os.path.basename(os.path.normpath(model_name_or_path)))
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_head_count(config.num_attention_heads)
+    writer.add_context_length(config.n_positions)
+    writer.add_embedding_length(config.n_embd)
+    writer.add_feed_forward_length(config.n_inner or 4 * config.n_embd)
+    writer.add_block_count(config.n_layer)
+    writer.add_head_count(config.n_head)
     writer.add_layer_norm_eps(config.layer_norm_epsilon)
     writer.add_file_type(
         {
@@ -212,7 +199,7 @@ def export_gguf(
     writer.add_add_bos_token(False)  # hf_llm's tokenizer adds no special token to a text
     if tokenizer.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
-    for name, tensor in gguf_tensors(model).items():
+    for name, tensor in gguf_tensors(gpt2).items():
         data, qtype = tensor.astype(np.float32), gguf.GGMLQuantizationType.F32
         if tensor.ndim == 2 and name != "position_embd.weight" and outtype != "f32":
             if outtype == "q8_0" and tensor.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
