@@ -3,21 +3,17 @@ and the throughput callback: complete `checkpoint-N`, no staging folder left, to
 and a run at lr=1e30 stopped by the guard before a non-finite checkpoint is written."""
 
 import copy
-import functools
-import importlib.util
 import os
-import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_gpt_config
+from conftest import tiny_gpt_config
 from datasets import Dataset
 from safetensors.torch import load_file
-from trl import SFTConfig, SFTTrainer
+from trl import SFTConfig
 
 from hf_llm import GPTForCausalLM, GPTForSequenceClassification
 from hf_llm.training import (
-    AtomicCheckpointMixin,
     AtomicCheckpointTrainer,
     NonFiniteError,
     NonFiniteGuardCallback,
@@ -26,23 +22,12 @@ from hf_llm.training import (
     add_callbacks,
     is_complete_checkpoint,
 )
+from hf_llm.training.dpo import AtomicDPOTrainer, DPOConfig
+from hf_llm.training.ppo import AtomicPPOTrainer, PPOConfig
+from hf_llm.training.reward import AtomicRewardTrainer, RewardConfig
+from hf_llm.training.sft import AtomicSFTTrainer
 
 BATCH = 4
-
-
-@functools.cache
-def load_script(name: str):
-    """A stage script as a module (its trainer and config classes); scripts are entry points, not a library."""
-    path = os.path.join(REPO_ROOT, "train_scripts", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"hf_llm_{name}_script", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-class SFTTrainerWithAtomicCheckpoints(AtomicCheckpointMixin, SFTTrainer):
-    """SFTTrainer with atomic checkpoints."""
 
 
 def conversations(n: int = 8) -> tuple[list, list, list]:
@@ -82,35 +67,32 @@ def build_trainer(kind: str, tokenizer, output_dir: str, learning_rate: float):
         )
     if kind == "sft":
         data = Dataset.from_dict({"prompt": prompts, "completion": good})
-        return SFTTrainerWithAtomicCheckpoints(
+        return AtomicSFTTrainer(
             model=policy, args=SFTConfig(**trl_args, max_length=128), train_dataset=data, processing_class=tokenizer
         )
     pairs = Dataset.from_dict({"prompt": prompts, "chosen": good, "rejected": bad})
     if kind == "reward":
-        script = load_script("reward")
         reward_model = GPTForSequenceClassification(tiny_gpt_config(tokenizer, num_labels=1))
-        return script.RewardTrainer(
+        return AtomicRewardTrainer(
             model=reward_model,
-            args=script.RewardConfig(**trl_args, max_length=128),
+            args=RewardConfig(**trl_args, max_length=128),
             train_dataset=pairs,
             processing_class=tokenizer,
         )
     if kind == "dpo":
-        script = load_script("dpo")
-        return script.DPOTrainer(
+        return AtomicDPOTrainer(
             model=policy,
             ref_model=copy.deepcopy(policy),
-            args=script.DPOConfig(**trl_args, max_length=128),
+            args=DPOConfig(**trl_args, max_length=128),
             train_dataset=pairs,
             processing_class=tokenizer,
         )
-    script = load_script("ppo")
     from hf_llm.training.alignment import LeftPaddingCollator
 
     ids = [tokenizer.apply_chat_template(p, add_generation_prompt=True) for p in prompts]
     ids = [row["input_ids"] if isinstance(row, dict) or hasattr(row, "keys") else row for row in ids]
     data = Dataset.from_dict({"input_ids": ids})
-    config = script.PPOConfig(
+    config = PPOConfig(
         **args,
         bf16=False,
         gradient_checkpointing=False,
@@ -120,7 +102,7 @@ def build_trainer(kind: str, tokenizer, output_dir: str, learning_rate: float):
         num_sample_generations=0,
         reward_model_path="unused",
     )
-    return script.PPOTrainer(
+    return AtomicPPOTrainer(
         args=config,
         processing_class=tokenizer,
         model=policy,
