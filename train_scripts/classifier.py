@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging as std_logging
 
-from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback, set_seed
 from transformers.utils import logging
 from trl import ModelConfig
 
@@ -43,19 +43,16 @@ from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
 from hf_llm.evaluation.trainer_metrics import compute_classification_metrics, preprocess_logits_for_classification
 from hf_llm.loading import (
-    check_attn_implementation,
-    check_model_source,
     load_model_for_stage,
     load_tokenizer_for_stage,
     merge_trained_adapter,
 )
 from hf_llm.training import (
-    AtomicCheckpointMixin,
+    AtomicCheckpointTrainer,
     NonFiniteGuardCallback,
     RecipeParser,
     add_callbacks,
     check_checkpoint_matches_model,
-    check_output_dir,
     final_eval_metrics,
     save_and_push,
 )
@@ -68,12 +65,9 @@ from hf_llm.training.classifier import (
     weighted_cross_entropy,
 )
 from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
+from hf_llm.training.preflight import check_stage_inputs
 
 logger = logging.get_logger("hf_llm.classifier")
-
-
-class ClassifierTrainer(AtomicCheckpointMixin, Trainer):
-    """`Trainer` with atomic checkpoints."""
 
 
 def main(model_args: ModelConfig, data_args: DataArguments, training_args: ClassifierConfig) -> dict[str, float]:
@@ -82,12 +76,8 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Class
         raise UsageError("no training data: pass --dataset_name (a Hub id, a local CSV/JSON file, or 'pydocs').")
     set_seed(training_args.seed)
     std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
-    # Refuses an --output_dir holding another run or other files, before any work; None: a fresh start.
-    resume_checkpoint = check_output_dir(training_args)
-    # trl's ModelConfig checks nothing when parsed: a missing model or attention kernel is refused before the data.
-    check_attn_implementation(model_args.attn_implementation)
-    if model_args.model_name_or_path is not None:
-        check_model_source(model_args.model_name_or_path)
+    # Refuses --output_dir, the attention kernel and the models' sources before any work; None: a fresh start.
+    resume_checkpoint = check_stage_inputs(model_args, training_args)
 
     ###################
     # Dataset
@@ -143,7 +133,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Class
         weights = balanced_class_weights(splits["train"]["label"], len(class_names))
         logger.info(f"Class weights: {dict(zip(class_names, weights.tolist(), strict=True))}")
         compute_loss_func = weighted_cross_entropy(weights)
-    trainer = ClassifierTrainer(
+    trainer = AtomicCheckpointTrainer(
         model=model,
         args=training_args,
         train_dataset=splits["train"],
