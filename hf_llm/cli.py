@@ -35,8 +35,8 @@ from .serving import add_serve_command
 
 def run_merge(args: argparse.Namespace) -> int:
     """`hf-llm merge`: merge an adapter and optionally push the merged model."""
+    from .command_output import check_command_output_dir
     from .loading import merge_adapter
-    from .training.output_dir import check_command_output_dir
 
     check_command_output_dir(
         args.output_dir,

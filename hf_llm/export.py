@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 
 from transformers.utils import logging
 
+from hf_llm.command_output import check_command_output_dir
 from hf_llm.errors import UsageError
-from hf_llm.training.output_dir import check_command_output_dir
 
 if TYPE_CHECKING:
     import numpy as np

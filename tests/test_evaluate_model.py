@@ -349,6 +349,34 @@ def test_bad_arguments_name_the_flag(workspace, tmp_path):
     assert not (tmp_path / "metrics.json").exists()
 
 
+def test_the_report_never_goes_into_the_model_or_over_a_users_files(workspace, tmp_path):
+    """`--output_dir` follows the rule of merge and export: new, empty, an earlier report of eval's own (replaced
+    whole), or `--overwrite_output_dir`; never the model's directory or inside it, whatever the flag says."""
+    model = workspace["causal_lm"]
+    argv = ["--model_name_or_path", model, "--task", "pretrain", "--dataset_name", workspace["data_pretrain"]]
+    argv += ["--split", "test", "--batch_size", "3"]
+    before = sorted(path.name for path in Path(model).iterdir())
+    for inside in (model, str(Path(model) / "eval")):
+        with pytest.raises(ValueError, match=r"--output_dir .* the input --model_name_or_path .*-eval"):
+            main([*argv, "--output_dir", inside, "--overwrite_output_dir", "true"])
+    assert sorted(path.name for path in Path(model).iterdir()) == before
+
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "notes.md").write_text("mine")
+    with pytest.raises(ValueError, match=r"--output_dir .* already holds notes.md; .*--overwrite_output_dir"):
+        main([*argv, "--output_dir", str(users)])
+    assert (users / "notes.md").read_text() == "mine" and sorted(p.name for p in users.iterdir()) == ["notes.md"]
+    main([*argv, "--output_dir", str(users), "--overwrite_output_dir", "true"])
+    assert sorted(p.name for p in users.iterdir()) == ["metrics.json", "metrics.md"]
+
+    # A re-run replaces an earlier report whole: no generations.jsonl of an earlier sft evaluation is left behind.
+    (users / "generations.jsonl").write_text("{}\n")
+    report = main([*argv, "--output_dir", str(users)])
+    assert sorted(p.name for p in users.iterdir()) == ["metrics.json", "metrics.md"]
+    assert json.loads((users / "metrics.json").read_text())["metrics"] == json.loads(json.dumps(report["metrics"]))
+
+
 @pytest.mark.slow  # a fresh interpreter importing torch, transformers, evaluate and peft: ~30 s on 2 cores
 def test_script_runs_from_the_checkout(workspace, tmp_path):
     result = subprocess.run(

@@ -216,6 +216,29 @@ def test_export_yields_every_ordered_pair_split_by_prompt(tmp_path):
     assert "path: data/validation-*.parquet" in card and f"| train | {len(loaded['train'])} |" in card
 
 
+def test_rank_export_writes_only_into_a_new_empty_or_overwritten_directory(tmp_path, capsys):
+    from hf_llm.cli import main as cli_main
+
+    session = new_session(tmp_path)
+    session.submit(session.current().prompt_id, [1, 2, 3])
+    rankings = str(tmp_path / "rankings.jsonl")
+    export = ["rank", "--output_file", rankings, "--validation_fraction", "0"]
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "README.md").write_text("mine")
+    for target, message in (
+        (users, "already holds README.md"),
+        (tmp_path / "rankings.jsonl", "is the input --output_file"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main([*export, "--export", str(target)])
+        assert exit_info.value.code == 2 and f"--export {target} {message}" in capsys.readouterr().err
+    assert (users / "README.md").read_text() == "mine"
+    assert cli_main([*export, "--export", str(users), "--overwrite_output_dir"]) == 0
+    assert (users / "README.md").read_text() != "mine"
+    assert sum(map(len, load_formatted_dataset(str(users), "preference").values())) == 3  # A>B, A>C, B>C
+
+
 def test_labeler_agreement(tmp_path):
     for labeler, ranks in (("alice", [1, 2, 3]), ("bob", [1, 3, 2]), ("carol", [1, 2, 3])):
         session = new_session(tmp_path, labeler=labeler)

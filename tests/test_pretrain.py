@@ -119,16 +119,23 @@ def test_bad_flag_prints_one_clear_error_and_exits(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_a_loaded_tokenizer_without_pad_gets_a_distinct_one_for_a_new_model(tiny_tokenizer, tmp_path):
+def test_a_loaded_tokenizer_without_pad_or_chat_template_gets_both_for_a_new_model(tiny_tokenizer, tmp_path):
+    """GPT-2's tokenizer has neither: a model pretrained from it must still pad (classifier, reward, PPO) and render
+    Alpaca prompts (SFT and its evaluation), as one with a tokenizer trained here does."""
     from transformers import PreTrainedTokenizerFast
 
+    from hf_llm.tokenizer import ALPACA_CHAT_TEMPLATE
     from hf_llm.training.pretraining import load_or_train_tokenizer
 
-    no_pad = PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer.backend_tokenizer, eos_token="<|endoftext|>")
-    no_pad.save_pretrained(tmp_path)
-    assert AutoTokenizer.from_pretrained(tmp_path).pad_token is None
+    bare = PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer.backend_tokenizer, eos_token="<|endoftext|>")
+    bare.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert loaded.pad_token is None and loaded.chat_template is None
     tokenizer = load_or_train_tokenizer(ModelArguments(model_preset="tiny", tokenizer_name_or_path=str(tmp_path)))
     assert tokenizer.pad_token == "<|pad|>" and tokenizer.pad_token_id not in (None, tokenizer.eos_token_id)
+    assert tokenizer.chat_template == ALPACA_CHAT_TEMPLATE
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Add 2 and 3."}], tokenize=False)
+    assert "Add 2 and 3." in prompt
     config = build_gpt_config(ModelArguments(model_preset="tiny"), tokenizer)
     assert config.pad_token_id == tokenizer.pad_token_id and config.vocab_size >= len(tokenizer)
 

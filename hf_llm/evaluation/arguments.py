@@ -31,7 +31,10 @@ class EvaluationArguments:
             What to measure: `"pretrain"`, `"classifier"`, `"sft"` or `"reward"` (the stage whose artifact it is;
             see `hf_llm.evaluation.tasks`).
         output_dir (`str`):
-            Where `metrics.json`, `metrics.md` (and task extras) are written.
+            Where `metrics.json`, `metrics.md` (and task extras) are written: a new or empty directory, or one holding
+            only an earlier evaluation's report (replaced); never the model's own directory.
+        overwrite_output_dir (`bool`, defaults to `False`):
+            Delete what `--output_dir` holds first; without it a directory holding other files is refused.
         split (`str`, defaults to `"test"`):
             Split of the loaded dataset to evaluate (`train`, `validation` or `test`).
         tokenizer_name_or_path (`str`, *optional*):
@@ -67,6 +70,9 @@ class EvaluationArguments:
     )
     task: str = field(metadata={"help": f"What to measure: one of {', '.join(EVAL_TASKS)} (the stage's evaluation)."})
     output_dir: str = field(metadata={"help": "Where metrics.json and metrics.md are written."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Delete what --output_dir holds first (else only an earlier report is)."}
+    )
     split: str = field(default="test", metadata={"help": "Dataset split to evaluate (train, validation or test)."})
     tokenizer_name_or_path: str | None = field(
         default=None, metadata={"help": "Tokenizer to use; defaults to the checkpoint's (or its base model's)."}

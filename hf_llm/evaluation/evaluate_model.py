@@ -20,13 +20,14 @@ from pathlib import Path
 from transformers import set_seed
 from transformers.utils import logging
 
+from hf_llm.command_output import check_command_output_dir
 from hf_llm.errors import UsageError
 
 from ..loading import check_model_kind, check_model_source, is_adapter, load_model_for_evaluation
 from ..stages import stage_for_eval_task
 from .arguments import TASK_MODEL_KINDS, EvaluationArguments
 from .perplexity import model_max_length
-from .report import build_manifest, write_evaluation_report
+from .report import REPORT_FILES, build_manifest, write_evaluation_report
 from .tasks import EVALUATORS
 
 logger = logging.get_logger(__name__)
@@ -62,6 +63,21 @@ def run_evaluation(args: EvaluationArguments, data_args) -> dict:
     """
     if data_args.dataset_name is None:
         raise UsageError("--dataset_name is required: a Hub dataset id, a local file or folder, or 'pydocs'.")
+    # Where the report goes is checked first: never into a model's directory, never over a user's files.
+    inputs = {
+        "--model_name_or_path": args.model_name_or_path,
+        "--tokenizer_name_or_path": args.tokenizer_name_or_path,
+        "--reward_model_path": args.reward_model_path,
+        "--reference_model_name_or_path": args.reference_model_name_or_path,
+        "--dataset_name": data_args.dataset_name,
+    }
+    check_command_output_dir(
+        args.output_dir,
+        inputs={flag: path for flag, path in inputs.items() if path is not None},
+        overwrite_output_dir=args.overwrite_output_dir,
+        example_suffix="-eval",
+        own_outputs=REPORT_FILES,
+    )
     set_seed(args.seed)
     check_model_source(args.model_name_or_path)  # a missing or broken checkpoint is named before the data loads
     # The model must be of the kind the task scores (no random head, no perplexity of a classifier), before the data.

@@ -184,6 +184,10 @@ def plot_curve(
     plt.close(fig)
 
 
+# What `write_evaluation_report` writes: a directory holding only these is an earlier report, replaced on a re-run.
+REPORT_FILES = frozenset({"metrics.json", "metrics.md", "confusion_matrix.png", "generations.jsonl"})
+
+
 def write_evaluation_report(
     output_dir: str | os.PathLike, metrics: dict, manifest: dict, samples: list[dict] | None = None
 ) -> dict:

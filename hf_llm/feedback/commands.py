@@ -58,7 +58,10 @@ def add_rank_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--trust_remote_code", action="store_true")
     add_serving_arguments(parser)
     export = parser.add_argument_group("export (instead of ranking)")
-    export.add_argument("--export", metavar="DIR", default=None, help="write --output_file's pairs as a dataset")
+    export.add_argument(
+        "--export", metavar="DIR", default=None, help="write --output_file's pairs as a dataset into a new DIR"
+    )
+    export.add_argument("--overwrite_output_dir", action="store_true", help="delete what --export DIR holds first")
     export.add_argument("--validation_fraction", type=float, default=0.1, help="share of prompts held out")
     export.add_argument("--push_to_hub", action="store_true", help="push DIR as the dataset repo --hub_dataset_id")
     export.add_argument("--hub_dataset_id", default=None, help="namespace/name of the dataset repo")
@@ -75,8 +78,16 @@ def add_chat_web_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from ..command_output import check_command_output_dir
     from ..data.preferences import export_rankings
 
+    check_command_output_dir(
+        args.export,
+        inputs={"--output_file": args.output_file},
+        overwrite_output_dir=args.overwrite_output_dir,
+        example_suffix="-dataset",
+        flag="--export",
+    )
     summary = export_rankings(
         args.output_file,
         args.export,

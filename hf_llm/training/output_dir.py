@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 from transformers.utils import logging
 
+from hf_llm.command_output import list_entries, name_some
 from hf_llm.errors import UsageError
 
 from .checkpointing import (
@@ -83,20 +84,8 @@ class OutputDirArguments:
             parent_post_init()
 
 
-def _entries(output_dir: str) -> list[str]:
-    # Hidden files (.gitkeep, .DS_Store) are never written by a run, so they cannot be overwritten: ignore them.
-    if not os.path.isdir(output_dir):
-        return []
-    return sorted(name for name in os.listdir(output_dir) if not name.startswith("."))
-
-
 def _is_run_leftover(name: str) -> bool:
     return name in _RUN_LEFTOVERS or name.startswith(STAGING_PREFIX) or _CHECKPOINT_RE.match(name) is not None
-
-
-def _names(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _describe(output_dir: str, entries: list[str]) -> str:
@@ -104,15 +93,15 @@ def _describe(output_dir: str, entries: list[str]) -> str:
     if TRAINER_STATE_NAME in entries and state.get("global_step") is not None:
         return (
             f"a finished run (step {state['global_step']} of {state.get('max_steps', '?')}: "
-            f"{_names([n for n in entries if not _CHECKPOINT_RE.match(n)])})"
+            f"{name_some([n for n in entries if not _CHECKPOINT_RE.match(n)])})"
         )
     checkpoints = [os.path.basename(path) for path in list_checkpoints(output_dir)]
     if checkpoints:
-        return f"checkpoints of an earlier run ({_names(checkpoints)})"
+        return f"checkpoints of an earlier run ({name_some(checkpoints)})"
     foreign = [name for name in entries if not _is_run_leftover(name)]
     if foreign:
-        return f"files this run did not write ({_names(foreign)})"
-    return f"what an earlier run left before its first checkpoint ({_names(entries)})"
+        return f"files this run did not write ({name_some(foreign)})"
+    return f"what an earlier run left before its first checkpoint ({name_some(entries)})"
 
 
 def check_output_dir(training_args: TrainingArguments) -> str | None:
@@ -143,7 +132,7 @@ def check_output_dir(training_args: TrainingArguments) -> str | None:
     overwrite = getattr(training_args, "overwrite_output_dir", False)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir {output_dir} is a file, not a directory; pass a new or empty directory.")
-    entries = _entries(output_dir)
+    entries = list_entries(output_dir)
     ways_on = (
         "pass --resume_from_checkpoint latest to continue it, --overwrite_output_dir to delete it and start over, "
         "or another --output_dir."
@@ -179,43 +168,3 @@ def check_output_dir(training_args: TrainingArguments) -> str | None:
                 "another --output_dir."
             )
     return checkpoint
-
-
-def check_command_output_dir(
-    output_dir: str, *, inputs: dict[str, str], overwrite_output_dir: bool = False, example_suffix: str = "-out"
-) -> None:
-    """
-    The output-directory rule of the commands that write a model outside training (`hf-llm merge`, `hf-llm export`):
-    refuse a directory that holds anything unless `--overwrite_output_dir` (then its contents are deleted), and one
-    equal to or inside an input directory whatever the flag says. Runs before anything is loaded or written.
-
-    Args:
-        output_dir (`str`): The `--output_dir` given.
-        inputs (`dict[str, str]`): Each input's flag (or argument name) and path; Hub repo ids are skipped.
-        overwrite_output_dir (`bool`, defaults to `False`): Whether `--overwrite_output_dir` was given.
-        example_suffix (`str`, defaults to `"-out"`): Appended to the input's path in the suggested fix.
-
-    Raises:
-        `UsageError`: Naming the directory and the fix.
-    """
-    target = os.path.realpath(os.path.expanduser(output_dir))
-    for name, path in inputs.items():
-        if not os.path.exists(os.path.expanduser(path)):
-            continue  # a Hub repo id
-        source = os.path.realpath(os.path.expanduser(path))
-        if target == source or target.startswith(source + os.sep):
-            where = "is" if target == source else "is inside"
-            raise UsageError(
-                f"--output_dir {output_dir} {where} the input {name} {path}; write into a directory of its own, e.g. "
-                f"--output_dir {path.rstrip('/')}{example_suffix}."
-            )
-    if os.path.isfile(target):
-        raise UsageError(f"--output_dir {output_dir} is a file; pass a directory.")
-    entries = _entries(target) if os.path.isdir(target) else []
-    if entries and not overwrite_output_dir:
-        raise UsageError(
-            f"--output_dir {output_dir} already holds {_names(entries)}; pass a new or empty directory, or "
-            "--overwrite_output_dir to delete its contents first."
-        )
-    if entries:
-        shutil.rmtree(target)

@@ -37,7 +37,7 @@ from hf_llm.data.loading import TextStream
 from hf_llm.data.packing import PackedBlockStream, take_blocks
 from hf_llm.errors import UsageError
 from hf_llm.loading import from_pretrained, tokenizer_from_pretrained
-from hf_llm.tokenizer import PAD_TOKEN, train_tokenizer
+from hf_llm.tokenizer import ALPACA_CHAT_TEMPLATE, PAD_TOKEN, train_tokenizer
 
 from .arguments import ModelArguments, attn_implementation_errors, build_gpt_config
 from .checkpointing import AtomicCheckpointTrainer
@@ -62,7 +62,8 @@ def load_or_train_tokenizer(
     The run's tokenizer, in order of preference: the checkpoint being resumed (so a resumed run keeps its
     vocabulary), `--tokenizer_name_or_path`, `--model_name_or_path`, or a new byte-level BPE of
     `--tokenizer_vocab_size` tokens trained on `train_texts`. For a new model, a loaded tokenizer without a pad token
-    distinct from eos (GPT-2's) gets `<|pad|>` added, as classification, reward models and PPO need one.
+    distinct from eos (GPT-2's) gets `<|pad|>` added, as classification, reward models and PPO need one, and one
+    without a chat template gets the Alpaca template (`ALPACA_CHAT_TEMPLATE`), as SFT and its evaluation need one.
 
     Args:
         model_args ([`ModelArguments`]): Tokenizer and model flags.
@@ -89,6 +90,11 @@ def load_or_train_tokenizer(
             logger.warning(
                 f"Tokenizer {source} had no distinct pad token: added {PAD_TOKEN!r} (id {tokenizer.pad_token_id})."
             )
+        if model_args.model_name_or_path is None and tokenizer.chat_template is None:
+            # As for a tokenizer trained here and a converted GPT-2 checkpoint: SFT and its evaluation render prompts
+            # with the Alpaca template, so the new model's tokenizer carries it from the first save.
+            tokenizer.chat_template = ALPACA_CHAT_TEMPLATE
+            logger.info(f"Tokenizer {source} had no chat template: set the Alpaca template hf_llm's tokenizers carry.")
         return tokenizer
     if train_texts is None:
         raise UsageError("no tokenizer: pass --tokenizer_name_or_path, or a training split to train one on.")
