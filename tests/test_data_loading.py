@@ -303,3 +303,30 @@ def test_conversation_pairs_split_at_their_last_turn_and_differing_prompts_are_r
         preference_conversation(
             {"chosen": "\n\nHuman: A?\n\nAssistant: x", "rejected": "\n\nHuman: B?\n\nAssistant: y"}
         )
+
+
+def test_a_bad_preference_pair_is_named_by_its_file_and_line_whatever_the_hold_out(tmp_path):
+    """The validation hold-out shuffles rows, and blank lines are skipped: the message still names the file's own line
+    (the held-out suite once read "split 'train', row 47" for line 18)."""
+    good = [{"prompt": f"Q{i}?", "chosen": "A.", "rejected": "B."} for i in range(30)]
+    lines = [json.dumps(row) for row in good[:10]] + ["", "   "] + [json.dumps(row) for row in good[10:]]
+    lines.insert(20, json.dumps({"prompt": "Q?", "chosen": "Same.", "rejected": "Same."}))  # line 21
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"^{jsonl}, line 21: chosen and rejected are identical"):
+        load_formatted_dataset(str(jsonl), "preference", validation_split_percentage=20)
+
+    # CSV: a quoted answer spanning two lines moves every later record down one line.
+    csv_file = tmp_path / "pairs.csv"
+    csv_file.write_text('prompt,chosen,rejected\nQ1?,"two\nlines",B.\nQ2?,A.,B.\nQ3?,,\nQ4?,Same.,Same.\n')
+    with pytest.raises(DataError, match=rf"^{csv_file}, line 6: chosen and rejected are identical"):
+        load_formatted_dataset(str(csv_file), "preference", validation_split_percentage=0)
+
+    # A folder of parquet files has no lines: the split and the row in the source's order.
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    Dataset.from_list(good[:3] + [{"prompt": "Q?", "chosen": "Same.", "rejected": "Same."}]).to_parquet(
+        folder / "train.parquet"
+    )
+    with pytest.raises(DataError, match=rf"^{folder} \(split 'train', row 3\): chosen and rejected are identical"):
+        load_formatted_dataset(str(folder), "preference")

@@ -65,12 +65,12 @@ CONVERSATION = {
     ("rows", "message"),
     [
         ([{"prompt": "Q?", "chosen": "A.", "wrong": "B."}] * 4, "column 'rejected' not found"),
-        ([GOOD] * 3 + [{**GOOD, "rejected": "A."}], "row 3\\): chosen and rejected are identical"),
-        ([GOOD] * 3 + [{**GOOD, "prompt": " "}], "row 3\\): the prompt is empty"),
+        ([GOOD] * 3 + [{**GOOD, "rejected": "A."}], "bad.jsonl, line 4: chosen and rejected are identical"),
+        ([GOOD] * 3 + [{**GOOD, "prompt": " "}], "bad.jsonl, line 4: the prompt is empty"),
         (
             [CONVERSATION] * 3
             + [{**CONVERSATION, "rejected": [{"role": "user", "content": "Other?"}, CONVERSATION["rejected"][1]]}],
-            "row 3\\): chosen and rejected must be the same conversation.*chosen opens 'user: Q\\?'.*"
+            "bad.jsonl, line 4: chosen and rejected must be the same conversation.*chosen opens 'user: Q\\?'.*"
             "rejected opens 'user: Other\\?'",
         ),
     ],

@@ -70,7 +70,7 @@ from .loading import (
 )
 from .packing import group_texts, padding_free_collator, split_documents, tokenize_texts
 from .pydocs import hf_llm_cache_dir, load_pydocs, pydocs_dir, pydocs_fingerprint, pydocs_manifest
-from .validation import apply_overlong_strategy, check_token_ids, count_overlong
+from .validation import apply_overlong_strategy, check_preference_pairs, check_token_ids, count_overlong
 
 __all__ = [
     "ALPACA_CHAT_TEMPLATE",
@@ -80,6 +80,7 @@ __all__ = [
     "DataError",
     "alpaca_messages",
     "apply_overlong_strategy",
+    "check_preference_pairs",
     "check_token_ids",
     "check_utf8",
     "count_overlong",

@@ -20,6 +20,7 @@ from .errors import DataError
 from .preferences import rankings_dataset
 from .pydocs import load_pydocs, pydocs_fingerprint
 from .rankings import is_rankings_file
+from .validation import check_preference_pairs
 
 logger = logging.get_logger(__name__)
 
@@ -213,6 +214,50 @@ def _read_json_rows(text: str, file: str) -> list[dict]:
     return [row for _, row in numbered]
 
 
+def source_row(source: str, split: str, index: int) -> str:
+    """
+    Where row `index` of the source's split `split` is, for a message that names a bad row: the file and its line
+    for local JSON Lines and CSV files (blank lines skipped, as the loader skips them), else the split and row.
+
+    Args:
+        source (`str`): `--dataset_name`: a local file or folder, or a Hub id.
+        split (`str`): The split's name in the source.
+        index (`int`): The row's index in that split, before any hold-out or filtering.
+
+    Returns:
+        `str`: e.g. `"data/pairs.jsonl, line 18"`, or `"org/name (split 'train', row 17)"`.
+    """
+    import csv
+
+    fallback = f"{source} (split {split!r}, row {index})"
+    path = Path(source).expanduser()
+    if not path.exists():
+        return fallback
+    remaining = index
+    for file in _data_files(path)[1].get(split, []):
+        suffix = Path(file).suffix.lower()
+        with open(file, encoding="utf-8", errors="replace", newline="") as f:
+            if suffix in (".jsonl", ".json"):
+                text = f.read()
+                if text.lstrip().startswith("["):
+                    return fallback  # a JSON array: its objects have no lines of their own
+                lines = [number for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
+            elif suffix == ".csv":
+                reader = csv.reader(f)
+                next(reader, None)  # the header
+                lines, start = [], reader.line_num + 1
+                for record in reader:  # a quoted field may span lines: a record starts after the previous one ends
+                    if record:  # blank lines are skipped, as the loader skips them
+                        lines.append(start)
+                    start = reader.line_num + 1
+            else:
+                return fallback
+        if remaining < len(lines):
+            return f"{file}, line {lines[remaining]}"
+        remaining -= len(lines)
+    return fallback
+
+
 def _looks_like_path(name: str) -> bool:
     return (
         name.startswith((".", "/", "~"))
@@ -258,7 +303,8 @@ def load_raw_dataset(data_args: DataArguments) -> DatasetDict:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _pick_splits(raw: DatasetDict, data_args: DataArguments, seed: int, source: str) -> DatasetDict:
+def _pick_splits(raw: DatasetDict, data_args: DataArguments, source: str) -> tuple[DatasetDict, dict[str, str]]:
+    """`train` (and `validation`, `test` when the source has them) and each one's name in the source."""
     available = list(raw)
     train_name = data_args.dataset_train_split
     if train_name not in raw:
@@ -277,15 +323,12 @@ def _pick_splits(raw: DatasetDict, data_args: DataArguments, seed: int, source: 
         data_args.dataset_validation_split, _SPLIT_ALIASES["validation"], "--dataset_validation_split"
     )
     test_name = find(data_args.dataset_test_split, _SPLIT_ALIASES["test"], "--dataset_test_split")
-    splits = {"train": raw[train_name]}
-    if validation_name is not None:
-        splits["validation"] = raw[validation_name]
-    if test_name is not None:
-        splits["test"] = raw[test_name]
-    for split, ds in splits.items():
-        if len(ds) == 0:
+    names = {"train": train_name, "validation": validation_name, "test": test_name}
+    names = {split: name for split, name in names.items() if name is not None}
+    for split, name in names.items():
+        if len(raw[name]) == 0:
             raise DataError(f"split {split!r} of {source} is empty")
-    return DatasetDict(splits)
+    return DatasetDict({split: raw[name] for split, name in names.items()}), names
 
 
 def _hold_out_validation(ds: DatasetDict, data_args: DataArguments, seed: int, source: str) -> DatasetDict:
@@ -467,7 +510,9 @@ def _encode_labels(ds: DatasetDict, class_names: list[str] | None, source: str, 
     return DatasetDict(out)
 
 
-def _normalize(ds: DatasetDict, data_format: str, data_args: DataArguments, source: str) -> DatasetDict:
+def _normalize(
+    ds: DatasetDict, data_format: str, data_args: DataArguments, source: str, source_splits: dict[str, str]
+) -> DatasetDict:
     num_proc = data_args.preprocessing_num_workers
     ds = _rename_columns(ds, data_format, data_args.column_mapping(), source)
     columns = ds["train"].column_names
@@ -487,6 +532,8 @@ def _normalize(ds: DatasetDict, data_format: str, data_args: DataArguments, sour
         ds = _drop_empty(ds, ["instruction", "output"], source, num_proc)
         ds = ds.select_columns(["instruction", "input", "output"])
     elif data_format == "preference":
+        # Rows are still in the source's order, so a bad pair is named by its file and line.
+        check_preference_pairs(ds, source, locate=lambda split, index: source_row(source, source_splits[split], index))
         if "chosen" in columns and isinstance(ds["train"].features["chosen"], Value):
             _check_strings(ds, [c for c in ("prompt", "chosen", "rejected") if c in columns], source)
             ds = _drop_empty(ds, ["chosen", "rejected"], source, num_proc)
@@ -529,10 +576,12 @@ def load_dataset_from_args(data_args: DataArguments, data_format: str, *, seed: 
         if is_rankings_file(source):
             # `hf-llm rank` output: each ranking expanded to its preference pairs, split by prompt.
 
-            return _limit(rankings_dataset(source, data_args.validation_split_percentage / 100, seed), data_args)
+            pairs = rankings_dataset(source, data_args.validation_split_percentage / 100, seed)
+            check_preference_pairs(pairs, source)
+            return _limit(pairs, data_args)
     raw = load_raw_dataset(data_args)
-    ds = _pick_splits(raw, data_args, seed, source)
-    ds = _normalize(ds, data_format, data_args, source)
+    ds, source_splits = _pick_splits(raw, data_args, source)
+    ds = _normalize(ds, data_format, data_args, source, source_splits)
     ds = _hold_out_validation(ds, data_args, seed, source)
     return _limit(ds, data_args)
 

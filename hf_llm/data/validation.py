@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
@@ -10,6 +11,7 @@ from transformers.utils import logging
 
 from .arguments import OVERLONG_STRATEGIES
 from .errors import DataError
+from .formatting import preference_conversation
 
 logger = logging.get_logger(__name__)
 
@@ -241,3 +243,57 @@ def handle_overlong_completions(
         limit=limit,
         fix=fix,
     )
+
+
+def _is_empty(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list):
+        return not value or all(_is_empty(message.get("content")) for message in value)
+    return False
+
+
+def check_preference_pairs(
+    dataset: DatasetDict, source: str, *, locate: Callable[[str, int], str] | None = None
+) -> None:
+    """
+    Refuse preference data a reward model or DPO cannot learn from (nor an evaluation score), with one message naming
+    where the row is and the fix: an empty `prompt` (when the data has a prompt column), `chosen` identical to
+    `rejected`, or conversations (or HH dialogues) whose turns differ before the answers, so there is no shared prompt.
+
+    Args:
+        dataset (`DatasetDict`): The `preference` splits, rows in the source's order (before any hold-out).
+        source (`str`): Where the data came from (`--dataset_name`), for the message.
+        locate (`Callable[[str, int], str]`, *optional*): Split and row index -> where that row is, e.g. a file and
+            its line (`hf_llm.data.loading.source_row`); defaults to the source, split and row.
+
+    Raises:
+        `DataError`: On the first bad row.
+    """
+
+    def where(split: str, index: int) -> str:
+        return locate(split, index) if locate is not None else f"{source} (split {split!r}, row {index})"
+
+    for split, rows in dataset.items():
+        has_prompt = "prompt" in rows.column_names
+        for index, row in enumerate(rows):
+            if any(row[column] is None or isinstance(row[column], str) for column in ("chosen", "rejected")) and (
+                _is_empty(row["chosen"]) or _is_empty(row["rejected"])
+            ):
+                continue  # a blank text answer: the loader drops the pair and says how many it dropped
+            if has_prompt and _is_empty(row["prompt"]):
+                raise DataError(
+                    f"{where(split, index)}: the prompt is empty; every pair needs the prompt both answers reply to. "
+                    "Fill it in or remove the row (data without a prompt column is read as whole conversations)."
+                )
+            if row["chosen"] == row["rejected"]:
+                raise DataError(
+                    f"{where(split, index)}: chosen and rejected are identical, so the pair says nothing about which "
+                    "answer is better; remove the row or fix the rejected answer."
+                )
+            try:
+                preference_conversation(row)
+            except ValueError as error:
+                raise DataError(f"{where(split, index)}: {error}; fix or remove the row.") from None

@@ -35,7 +35,6 @@ from transformers import (
 )
 from transformers.utils import logging
 
-from hf_llm.data import DataError
 from hf_llm.data.formatting import chat_prompt, preference_conversation, preference_texts
 from hf_llm.data.validation import handle_overlong, handle_overlong_completions
 from hf_llm.errors import UsageError
@@ -56,63 +55,20 @@ logger = logging.get_logger(__name__)
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _is_empty(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, str):
-        return not value.strip()
-    if isinstance(value, list):
-        return not value or all(_is_empty(message.get("content")) for message in value)
-    return False
-
-
-def check_preference_rows(dataset: DatasetDict, source: str) -> None:
-    """
-    Refuse preference data a reward model or DPO cannot learn from, with one message naming the split, the row and
-    the fix: an empty `prompt` (when the data has a prompt column), `chosen` identical to `rejected`, or
-    conversations whose turns differ before the answers (so there is no shared prompt).
-
-    Args:
-        dataset (`DatasetDict`): The `preference` splits (`hf_llm.data.load_dataset_from_args(..., "preference")`).
-        source (`str`): Where the data came from (`--dataset_name`), for the message.
-
-    Raises:
-        `DataError`: On the first bad row.
-    """
-    for split, rows in dataset.items():
-        has_prompt = "prompt" in rows.column_names
-        for index, row in enumerate(rows):
-            if has_prompt and _is_empty(row["prompt"]):
-                raise DataError(
-                    f"{source} (split {split!r}, row {index}): the prompt is empty; every pair needs the prompt both "
-                    "answers reply to. Fill it in or remove the row (data without a prompt column is read as "
-                    "whole conversations)."
-                )
-            if row["chosen"] == row["rejected"]:
-                raise DataError(
-                    f"{source} (split {split!r}, row {index}): chosen and rejected are identical, so the pair "
-                    "teaches nothing; remove the row or fix the rejected answer."
-                )
-            try:
-                preference_conversation(row)
-            except ValueError as error:
-                raise DataError(f"{source} (split {split!r}, row {index}): {error}; fix or remove the row.") from None
-
-
 def prepare_preference_dataset(dataset: DatasetDict, source: str) -> DatasetDict:
     """
-    Check preference pairs ([`check_preference_rows`]) and give each an explicit prompt in chat form
-    (`hf_llm.data.formatting.preference_conversation`): the reward model, DPO and PPO then render prompts with the
-    chat template the SFT model was trained with, and evaluation scores the same texts.
+    Give each preference pair an explicit prompt in chat form (`hf_llm.data.formatting.preference_conversation`):
+    the reward model, DPO and PPO then render prompts with the chat template the SFT model was trained with, and
+    evaluation scores the same texts. The rows were checked as they loaded (`hf_llm.data.check_preference_pairs`, with
+    the file's own line numbers), so a conversation pair whose prompts differ cannot reach this point.
 
     Args:
-        dataset (`DatasetDict`): The `preference` splits.
+        dataset (`DatasetDict`): The `preference` splits, from `hf_llm.data.load_dataset_from_args`.
         source (`str`): `--dataset_name`, for error messages.
 
     Returns:
         `DatasetDict`: `prompt`, `chosen`, `rejected` per split (messages, or strings for implicit-prompt text data).
     """
-    check_preference_rows(dataset, source)
     columns = {split: rows.column_names for split, rows in dataset.items()}
     return dataset.map(
         preference_conversation,
