@@ -32,9 +32,7 @@ Any recipe key can be overridden on the command line, e.g. `--num_train_epochs 5
 
 from __future__ import annotations
 
-import logging as std_logging
-
-from transformers import DataCollatorWithPadding, EarlyStoppingCallback, set_seed
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 from transformers.utils import logging
 from trl import ModelConfig
 
@@ -51,10 +49,11 @@ from hf_llm.training import (
     AtomicCheckpointTrainer,
     NonFiniteGuardCallback,
     RecipeParser,
-    add_callbacks,
+    ThroughputCallback,
     check_checkpoint_matches_model,
     final_eval_metrics,
     save_and_push,
+    train_with_callbacks,
 )
 from hf_llm.training.classifier import (
     ClassificationBaselines,
@@ -64,20 +63,17 @@ from hf_llm.training.classifier import (
     tokenize_for_classification,
     weighted_cross_entropy,
 )
-from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
-from hf_llm.training.preflight import check_stage_inputs
+from hf_llm.training.finetuning import apply_cpu_safe_defaults, get_stage_peft_config
+from hf_llm.training.preflight import start_stage
 
 logger = logging.get_logger("hf_llm.classifier")
 
 
 def main(model_args: ModelConfig, data_args: DataArguments, training_args: ClassifierConfig) -> dict[str, float]:
     """Fine-tune a classifier; returns the final train, validation and test metrics."""
-    if data_args.dataset_name is None:
-        raise UsageError("no training data: pass --dataset_name (a Hub id, a local CSV/JSON file, or 'pydocs').")
-    set_seed(training_args.seed)
-    std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
-    # Refuses --output_dir, the attention kernel and the models' sources before any work; None: a fresh start.
-    resume_checkpoint = check_stage_inputs(model_args, training_args)
+    # Refuses missing data, --output_dir, the attention kernel and the models' sources before any work; seeds and
+    # sets hf_llm's log level. None: a fresh start.
+    resume_checkpoint = start_stage("classifier", model_args, data_args, training_args)
 
     ###################
     # Dataset
@@ -111,8 +107,6 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Class
         from peft import get_peft_model
 
         model = get_peft_model(model, peft_config)
-    trainable, total = count_trainable_parameters(model)
-    logger.info(f"Training {trainable:,} of {total:,} parameters ({'LoRA' if peft_config else 'full fine-tuning'})")
 
     with training_args.main_process_first(desc="tokenizing"):
         splits = tokenize_for_classification(
@@ -144,20 +138,16 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Class
         compute_metrics=compute_classification_metrics,
         preprocess_logits_for_metrics=preprocess_logits_for_classification,
     )
-    callbacks = [NonFiniteGuardCallback()]
+    callbacks = [NonFiniteGuardCallback(), ThroughputCallback()]
     if training_args.early_stopping_patience is not None:
         callbacks.append(
             EarlyStoppingCallback(training_args.early_stopping_patience, training_args.early_stopping_threshold)
         )
-    add_callbacks(trainer, callbacks)
-    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    # With load_best_model_at_end the last logged evaluation may not be the reloaded best model's: evaluate again.
-    metrics = {**train_result.metrics}
+    metrics = train_with_callbacks(trainer, callbacks, resume_from_checkpoint=resume_checkpoint)
     # Majority-class and TF-IDF baselines, fitted on the same train split, beside every evaluated split's scores.
     baselines = ClassificationBaselines(raw, seed=training_args.seed) if trainer.is_world_process_zero() else None
     if eval_dataset is not None:
+        # With load_best_model_at_end the last logged evaluation may not be the reloaded best model's: evaluate again.
         eval_metrics = trainer.evaluate() if training_args.load_best_model_at_end else final_eval_metrics(trainer)
         eval_metrics.update(baselines.metrics("validation", eval_metrics, "eval") if baselines else {})
         trainer.log_metrics("eval", eval_metrics)

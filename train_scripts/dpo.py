@@ -24,49 +24,38 @@ Any recipe key can be overridden on the command line, e.g. `--beta 0.05 --use_pe
 
 from __future__ import annotations
 
-import logging as std_logging
 import os
 
-from transformers import set_seed
 from transformers.utils import logging
 from trl import ModelConfig
 
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
-from hf_llm.errors import UsageError, exit_on_user_error
-from hf_llm.loading import (
-    load_model_for_stage,
-    load_reward_model,
-    load_tokenizer_for_stage,
-    merge_trained_adapter,
-    resolve_sft_checkpoint,
-)
+from hf_llm.errors import exit_on_user_error
+from hf_llm.loading import load_reference_model, load_reward_model, load_sft_model_for_stage, merge_trained_adapter
 from hf_llm.training import (
     NonFiniteGuardCallback,
     RecipeParser,
     ThroughputCallback,
-    add_callbacks,
     check_checkpoint_matches_model,
     final_eval_metrics,
     save_and_push,
+    train_with_callbacks,
 )
 from hf_llm.training.alignment import count_overlong_dpo_pairs, held_out_win_rate, prepare_preference_dataset
 from hf_llm.training.dpo import AtomicDPOTrainer, DPOConfig
-from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
-from hf_llm.training.preflight import check_stage_inputs
+from hf_llm.training.finetuning import apply_cpu_safe_defaults, get_stage_peft_config
+from hf_llm.training.preflight import start_stage
 
 logger = logging.get_logger("hf_llm.dpo")
 
 
 def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOConfig) -> dict[str, float]:
     """Run DPO; returns the final train, held-out and win-rate metrics."""
-    if data_args.dataset_name is None:
-        raise UsageError("no preference data: pass --dataset_name (a Hub id, a local JSON/CSV file, or 'pydocs').")
-    set_seed(training_args.seed)
-    std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
-    # Refuses --output_dir, the attention kernel and the models' sources before any work; None: a fresh start.
-    resume_checkpoint = check_stage_inputs(
-        model_args, training_args, {"--reward_model_path": training_args.reward_model_path}
+    # Refuses missing data, --output_dir, the attention kernel and the models' sources before any work; seeds and
+    # sets hf_llm's log level. None: a fresh start.
+    resume_checkpoint = start_stage(
+        "dpo", model_args, data_args, training_args, {"--reward_model_path": training_args.reward_model_path}
     )
 
     ###################
@@ -81,26 +70,15 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOCo
     ###################
     sft_model = model_args.model_name_or_path
     with training_args.main_process_first(desc="preparing the SFT model"):
-        # The SFT model as one standalone checkpoint (an adapter is merged once), loaded by its own name.
-        sft_path = resolve_sft_checkpoint(sft_model) if sft_model is not None else None
-        tokenizer = load_tokenizer_for_stage(
-            model_args, "dpo", model_name_or_path=sft_path, trust_remote_code=training_args.trust_remote_code
-        )
-        model = load_model_for_stage(
+        # The SFT model as one standalone checkpoint (an adapter is merged once), loaded from its own path.
+        sft_path, tokenizer, model = load_sft_model_for_stage(
             model_args,
             "dpo",
-            tokenizer,
-            model_name_or_path=sft_path,
             trust_remote_code=training_args.trust_remote_code,
             gradient_checkpointing=training_args.gradient_checkpointing,
         )
         peft_config = get_stage_peft_config(model_args, "dpo")
-        # LoRA: the reference is the policy with its adapter disabled. Full: an explicit frozen copy of the SFT model.
-        ref_model = (
-            None
-            if peft_config is not None
-            else load_model_for_stage(model_args, "dpo", tokenizer, model_name_or_path=sft_path)
-        )
+        ref_model = load_reference_model(model_args, "dpo", tokenizer, sft_path, uses_peft=peft_config is not None)
         reward_model = None
         if training_args.reward_model_path and training_args.win_rate_samples > 0:
             reward_model = load_reward_model(training_args.reward_model_path)
@@ -135,13 +113,10 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOCo
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainable, total = count_trainable_parameters(trainer.model)
-    logger.info(f"Training {trainable:,} of {total:,} parameters ({'LoRA' if peft_config else 'full fine-tuning'})")
-    add_callbacks(trainer, [NonFiniteGuardCallback(), ThroughputCallback()])
-    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    metrics = {**train_result.metrics, **final_eval_metrics(trainer)}
+    train_metrics = train_with_callbacks(
+        trainer, [NonFiniteGuardCallback(), ThroughputCallback()], resume_from_checkpoint=resume_checkpoint
+    )
+    metrics = {**train_metrics, **final_eval_metrics(trainer)}
 
     def score_win_rate() -> dict[str, float]:
         # Greedy answers of the SFT model (before) and the DPO policy (after), scored by the reward model.

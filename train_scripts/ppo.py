@@ -27,24 +27,16 @@ Any recipe key can be overridden on the command line, e.g. `--kl_coef 0.1 --tota
 
 from __future__ import annotations
 
-import logging as std_logging
 import os
 
 from accelerate import PartialState
-from transformers import set_seed
 from transformers.utils import logging
 from trl import ModelConfig
 
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
-from hf_llm.loading import (
-    load_model_for_stage,
-    load_reward_model,
-    load_tokenizer_for_stage,
-    merge_trained_adapter,
-    resolve_sft_checkpoint,
-)
+from hf_llm.loading import load_reference_model, load_reward_model, load_sft_model_for_stage, merge_trained_adapter
 from hf_llm.training import (
     NonFiniteGuardCallback,
     RecipeParser,
@@ -63,19 +55,15 @@ from hf_llm.training.alignment import (
 from hf_llm.training.distributed import check_sharding
 from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
 from hf_llm.training.ppo import VALUE_MODEL_DIR_NAME, AtomicPPOTrainer, PPOConfig
-from hf_llm.training.preflight import check_stage_inputs
+from hf_llm.training.preflight import start_stage
 
 logger = logging.get_logger("hf_llm.ppo")
 
 
 def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOConfig) -> dict[str, float]:
     """Run PPO; returns the last update's statistics and the held-out win rate over the SFT model."""
-    if data_args.dataset_name is None:
-        raise UsageError("no prompts: pass --dataset_name (a Hub id, a local JSON/CSV file, or 'pydocs').")
     if training_args.reward_model_path is None:
         raise UsageError("PPO needs a reward model: pass --reward_model_path (the output of train_scripts/reward.py).")
-    set_seed(training_args.seed)
-    std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
     # A checkpoint to resume is refused first, whatever else the output directory's checks would say: TRL's
     # PPOTrainer.train() takes none. `latest` with no checkpoint yet is a fresh start.
     if training_args.resume_from_checkpoint and (
@@ -86,9 +74,12 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
             "--overwrite_output_dir, or pass a checkpoint-N directory as --model_name_or_path to continue from its "
             "policy."
         )
-    # Refuses --output_dir, the attention kernel and the models' sources before any work.
-    check_stage_inputs(
+    # Refuses missing data, --output_dir, the attention kernel and the models' sources before any work; seeds and
+    # sets hf_llm's log level.
+    start_stage(
+        "ppo",
         model_args,
+        data_args,
         training_args,
         {"--reward_model_path": training_args.reward_model_path, "--value_model_path": training_args.value_model_path},
     )
@@ -98,26 +89,15 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
     ###################
     sft_model = model_args.model_name_or_path
     with PartialState().main_process_first():  # PPOConfig.world_size shadows main_process_first's
-        # The SFT model as one standalone checkpoint (an adapter is merged once), loaded by its own name.
-        sft_path = resolve_sft_checkpoint(sft_model) if sft_model is not None else None
-        tokenizer = load_tokenizer_for_stage(
-            model_args, "ppo", model_name_or_path=sft_path, trust_remote_code=training_args.trust_remote_code
-        )
-        policy = load_model_for_stage(
+        # The SFT model as one standalone checkpoint (an adapter is merged once), loaded from its own path.
+        sft_path, tokenizer, policy = load_sft_model_for_stage(
             model_args,
             "ppo",
-            tokenizer,
-            model_name_or_path=sft_path,
             trust_remote_code=training_args.trust_remote_code,
             gradient_checkpointing=training_args.gradient_checkpointing,
         )
         peft_config = get_stage_peft_config(model_args, "ppo")
-        # LoRA: the reference is the policy with its adapter disabled. Full: an explicit frozen copy of the SFT model.
-        ref_policy = (
-            None
-            if peft_config is not None
-            else load_model_for_stage(model_args, "ppo", tokenizer, model_name_or_path=sft_path).eval()
-        )
+        ref_policy = load_reference_model(model_args, "ppo", tokenizer, sft_path, uses_peft=peft_config is not None)
         reward_model = load_reward_model(training_args.reward_model_path)
         value_path = training_args.value_model_path or training_args.reward_model_path
         value_model = load_reward_model(value_path, what="--value_model_path")

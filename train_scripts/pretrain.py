@@ -40,12 +40,12 @@ from hf_llm.training import (
     PretrainConfig,
     RecipeParser,
     ThroughputCallback,
-    add_callbacks,
     check_checkpoint_matches_model,
     check_output_dir,
     final_eval_metrics,
     prepare_tokenizer,
     save_and_push,
+    train_with_callbacks,
 )
 from hf_llm.training.pretraining import (
     StreamingPretrainTrainer,
@@ -126,11 +126,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
         preprocess_logits_for_metrics=preprocess_logits_for_causal_lm_metrics if eval_dataset is not None else None,
     )
     seq_length = (data_args.block_size or max_length) if training_args.packing == "blocks" else None
-    add_callbacks(trainer, [NonFiniteGuardCallback(), ThroughputCallback(seq_length=seq_length), PerplexityCallback()])
-    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    metrics = {**train_result.metrics, **final_eval_metrics(trainer)}
+    callbacks = [NonFiniteGuardCallback(), ThroughputCallback(seq_length=seq_length), PerplexityCallback()]
+    train_metrics = train_with_callbacks(trainer, callbacks, resume_from_checkpoint=resume_checkpoint)
+    metrics = {**train_metrics, **final_eval_metrics(trainer)}
 
     ###################
     # Save and push

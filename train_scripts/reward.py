@@ -28,33 +28,25 @@ Any recipe key can be overridden on the command line, e.g. `--max_steps 200 --le
 
 from __future__ import annotations
 
-import logging as std_logging
-
-from transformers import set_seed
 from transformers.utils import logging
 from trl import ModelConfig
 
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
-from hf_llm.errors import UsageError, exit_on_user_error
-from hf_llm.loading import (
-    load_model_for_stage,
-    load_tokenizer_for_stage,
-    merge_trained_adapter,
-    resolve_sft_checkpoint,
-)
+from hf_llm.errors import exit_on_user_error
+from hf_llm.loading import load_sft_model_for_stage, merge_trained_adapter
 from hf_llm.training import (
     NonFiniteGuardCallback,
     RecipeParser,
     ThroughputCallback,
-    add_callbacks,
     check_checkpoint_matches_model,
     final_eval_metrics,
     save_and_push,
+    train_with_callbacks,
 )
 from hf_llm.training.alignment import prepare_preference_dataset, tokenize_reward_pairs
-from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
-from hf_llm.training.preflight import check_stage_inputs
+from hf_llm.training.finetuning import apply_cpu_safe_defaults, get_stage_peft_config
+from hf_llm.training.preflight import start_stage
 from hf_llm.training.reward import AtomicRewardTrainer, RewardConfig
 
 logger = logging.get_logger("hf_llm.reward")
@@ -62,12 +54,9 @@ logger = logging.get_logger("hf_llm.reward")
 
 def main(model_args: ModelConfig, data_args: DataArguments, training_args: RewardConfig) -> dict[str, float]:
     """Train a reward model; returns the final train and held-out metrics (`eval_accuracy`, `eval_margin`)."""
-    if data_args.dataset_name is None:
-        raise UsageError("no preference data: pass --dataset_name (a Hub id, a local JSON/CSV file, or 'pydocs').")
-    set_seed(training_args.seed)
-    std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
-    # Refuses --output_dir, the attention kernel and the models' sources before any work; None: a fresh start.
-    resume_checkpoint = check_stage_inputs(model_args, training_args)
+    # Refuses missing data, --output_dir, the attention kernel and the models' sources before any work; seeds and
+    # sets hf_llm's log level. None: a fresh start.
+    resume_checkpoint = start_stage("reward", model_args, data_args, training_args)
 
     ###################
     # Dataset
@@ -81,16 +70,10 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Rewar
     ###################
     sft_model = model_args.model_name_or_path
     with training_args.main_process_first(desc="preparing the SFT model"):
-        # The SFT model as one standalone checkpoint (an adapter is merged once), loaded by its own name.
-        sft_path = resolve_sft_checkpoint(sft_model) if sft_model is not None else None
-        tokenizer = load_tokenizer_for_stage(
-            model_args, "reward", model_name_or_path=sft_path, trust_remote_code=training_args.trust_remote_code
-        )
-        model = load_model_for_stage(
+        # The SFT model as one standalone checkpoint (an adapter is merged once), loaded from its own path.
+        sft_path, tokenizer, model = load_sft_model_for_stage(
             model_args,
             "reward",
-            tokenizer,
-            model_name_or_path=sft_path,
             trust_remote_code=training_args.trust_remote_code,
             gradient_checkpointing=training_args.gradient_checkpointing,
             num_labels=1,
@@ -125,13 +108,10 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Rewar
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainable, total = count_trainable_parameters(trainer.model)
-    logger.info(f"Training {trainable:,} of {total:,} parameters ({'LoRA' if peft_config else 'full fine-tuning'})")
-    add_callbacks(trainer, [NonFiniteGuardCallback(), ThroughputCallback()])
-    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    metrics = {**train_result.metrics, **final_eval_metrics(trainer)}
+    train_metrics = train_with_callbacks(
+        trainer, [NonFiniteGuardCallback(), ThroughputCallback()], resume_from_checkpoint=resume_checkpoint
+    )
+    metrics = {**train_metrics, **final_eval_metrics(trainer)}
 
     ###################
     # Save and push

@@ -30,9 +30,6 @@ Any recipe key can be overridden on the command line, e.g. `--max_steps 200 --pa
 
 from __future__ import annotations
 
-import logging as std_logging
-
-from transformers import set_seed
 from transformers.utils import logging
 from trl import ModelConfig
 
@@ -48,13 +45,14 @@ from hf_llm.training import (
     NonFiniteGuardCallback,
     PerplexityCallback,
     RecipeParser,
-    add_callbacks,
+    ThroughputCallback,
     check_checkpoint_matches_model,
     final_eval_metrics,
     save_and_push,
+    train_with_callbacks,
 )
-from hf_llm.training.finetuning import apply_cpu_safe_defaults, count_trainable_parameters, get_stage_peft_config
-from hf_llm.training.preflight import check_stage_inputs
+from hf_llm.training.finetuning import apply_cpu_safe_defaults, get_stage_peft_config
+from hf_llm.training.preflight import start_stage
 from hf_llm.training.sft import (
     AtomicSFTTrainer,
     GenerationEvalCallback,
@@ -68,12 +66,9 @@ logger = logging.get_logger("hf_llm.sft")
 
 def main(model_args: ModelConfig, data_args: DataArguments, training_args: SFTConfig) -> dict[str, float]:
     """Run supervised fine-tuning; returns the final train, validation and test metrics."""
-    if data_args.dataset_name is None:
-        raise UsageError("no training data: pass --dataset_name (a Hub id, a local JSON/CSV file, or 'pydocs').")
-    set_seed(training_args.seed)
-    std_logging.getLogger("hf_llm").setLevel(training_args.get_process_log_level())
-    # Refuses --output_dir, the attention kernel and the models' sources before any work; None: a fresh start.
-    resume_checkpoint = check_stage_inputs(model_args, training_args)
+    # Refuses missing data, --output_dir, the attention kernel and the models' sources before any work; seeds and
+    # sets hf_llm's log level. None: a fresh start.
+    resume_checkpoint = start_stage("sft", model_args, data_args, training_args)
 
     ###################
     # Model & tokenizer
@@ -135,9 +130,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: SFTCo
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainable, total = count_trainable_parameters(trainer.model)
-    logger.info(f"Training {trainable:,} of {total:,} parameters ({'LoRA' if peft_config else 'full fine-tuning'})")
-    callbacks = [NonFiniteGuardCallback(), PerplexityCallback()]
+    callbacks = [NonFiniteGuardCallback(), ThroughputCallback(), PerplexityCallback()]
     if eval_dataset is not None and training_args.num_generation_samples > 0:
         sample = raw["validation"].select(range(min(training_args.num_generation_samples, len(raw["validation"]))))
         callbacks.append(
@@ -148,11 +141,8 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: SFTCo
                 batch_size=training_args.per_device_eval_batch_size,
             )
         )
-    add_callbacks(trainer, callbacks)
-    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    metrics = {**train_result.metrics, **final_eval_metrics(trainer)}
+    train_metrics = train_with_callbacks(trainer, callbacks, resume_from_checkpoint=resume_checkpoint)
+    metrics = {**train_metrics, **final_eval_metrics(trainer)}
     if "test" in splits:
         test_metrics = trainer.evaluate(splits["test"], metric_key_prefix="test")
         trainer.log_metrics("test", test_metrics)

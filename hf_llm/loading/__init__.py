@@ -8,13 +8,21 @@
 - `base.py`: the base of a training stage: `resolve_base_model` (GPT-2 conversion), `load_tokenizer_for_stage`,
   `load_model_for_stage` (QLoRA quantization), `check_pad_token`;
 - `adapters.py`: `load_adapter_model`, `merge_adapter`, `merge_trained_adapter`, `resolve_sft_checkpoint` (the
-  merged SFT cache).
+  merged SFT cache), and what the alignment stages load from it: `load_sft_model_for_stage`, `load_reference_model`.
 
 Imports point one way: `loading` uses `models`, `data` and `tokenizer`; `evaluation`, `training`, the scripts and the
 CLI use `loading`.
 """
 
-from .adapters import MERGED_DIR_NAME, load_adapter_model, merge_adapter, merge_trained_adapter, resolve_sft_checkpoint
+from .adapters import (
+    MERGED_DIR_NAME,
+    load_adapter_model,
+    load_reference_model,
+    load_sft_model_for_stage,
+    merge_adapter,
+    merge_trained_adapter,
+    resolve_sft_checkpoint,
+)
 from .base import (
     accelerator_available,
     check_pad_token,
@@ -53,6 +61,8 @@ __all__ = [
     "is_adapter",
     "load_errors",
     "load_adapter_model",
+    "load_reference_model",
+    "load_sft_model_for_stage",
     "load_model_for_evaluation",
     "load_model_for_stage",
     "load_reward_model",

@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import AutoTokenizer
 from transformers.utils import logging
@@ -16,7 +16,12 @@ from transformers.utils import logging
 from hf_llm.data import hf_llm_cache_dir
 from hf_llm.errors import UsageError
 
+from .base import load_model_for_stage, load_tokenizer_for_stage
 from .sources import is_adapter, load_errors, read_adapter_config
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from trl import ModelConfig
 
 logger = logging.get_logger(__name__)
 
@@ -221,3 +226,68 @@ def resolve_sft_checkpoint(model_name_or_path: str, *, trust_remote_code: bool =
         merge_adapter(model_name_or_path, staging, trust_remote_code=trust_remote_code)
         os.replace(staging, target)  # atomic: a concurrent or killed run never sees half a checkpoint
     return str(target)
+
+
+def load_sft_model_for_stage(
+    model_args: ModelConfig,
+    stage: str,
+    *,
+    trust_remote_code: bool = False,
+    gradient_checkpointing: bool = False,
+    **config_kwargs,
+) -> tuple[str | None, PreTrainedTokenizerBase, PreTrainedModel]:
+    """
+    The SFT model an alignment stage (reward, ppo, dpo) starts from: `--model_name_or_path` resolved to one
+    standalone checkpoint ([`resolve_sft_checkpoint`]: an adapter is merged once, into a cache), then the stage's
+    tokenizer and model loaded from it ([`~hf_llm.loading.load_tokenizer_for_stage`],
+    [`~hf_llm.loading.load_model_for_stage`]). The parsed `model_args` are left as the user gave them; the resolved
+    path is returned under its own name. Call it on the main process first.
+
+    Args:
+        model_args (`trl.ModelConfig`): `--model_name_or_path` (the SFT output) and the loading flags.
+        stage (`str`): `"reward"`, `"ppo"` or `"dpo"`.
+        trust_remote_code (`bool`, defaults to `False`): Passed to `from_pretrained`.
+        gradient_checkpointing (`bool`, defaults to `False`): For a quantized model (see `load_model_for_stage`).
+        config_kwargs: Config overrides, e.g. `num_labels=1` for a reward model.
+
+    Returns:
+        `tuple`: `(sft_path, tokenizer, model)`: the checkpoint loaded (`None` without `--model_name_or_path`, which
+        the tokenizer then refuses), its tokenizer, and the stage's model, not yet wrapped with PEFT.
+    """
+    sft_model = model_args.model_name_or_path
+    sft_path = resolve_sft_checkpoint(sft_model) if sft_model is not None else None
+    tokenizer = load_tokenizer_for_stage(
+        model_args, stage, model_name_or_path=sft_path, trust_remote_code=trust_remote_code
+    )
+    model = load_model_for_stage(
+        model_args,
+        stage,
+        tokenizer,
+        model_name_or_path=sft_path,
+        trust_remote_code=trust_remote_code,
+        gradient_checkpointing=gradient_checkpointing,
+        **config_kwargs,
+    )
+    return sft_path, tokenizer, model
+
+
+def load_reference_model(
+    model_args: ModelConfig, stage: str, tokenizer: PreTrainedTokenizerBase, sft_path: str, *, uses_peft: bool
+) -> PreTrainedModel | None:
+    """
+    The reference policy PPO and DPO measure their KL penalty against. With LoRA there is none to load: TRL uses the
+    policy with its adapter disabled. Full fine-tuning gets a frozen copy of the SFT model, in eval mode.
+
+    Args:
+        model_args (`trl.ModelConfig`): The loading flags (dtype, attention kernel, quantization).
+        stage (`str`): `"ppo"` or `"dpo"`.
+        tokenizer (`PreTrainedTokenizerBase`): The policy's tokenizer.
+        sft_path (`str`): The checkpoint [`load_sft_model_for_stage`] loaded the policy from.
+        uses_peft (`bool`): Whether the policy trains a LoRA adapter.
+
+    Returns:
+        `PreTrainedModel` or `None`: The reference, or `None` with LoRA.
+    """
+    if uses_peft:
+        return None
+    return load_model_for_stage(model_args, stage, tokenizer, model_name_or_path=sft_path).eval()

@@ -30,7 +30,7 @@ from .checkpointing import (
     list_checkpoints,
     resolve_resume_checkpoint,
 )
-from .finalize import final_eval_metrics, prepare_tokenizer, save_and_push
+from .finalize import final_eval_metrics, prepare_tokenizer, save_and_push, train_with_callbacks
 from .output_dir import OutputDirArguments, check_output_dir
 from .presets import MODEL_PRESETS
 from .recipes import RECIPE_NAME, recipe_dict, save_recipe
@@ -68,5 +68,6 @@ __all__ = [
     "recipe_dict",
     "resolve_resume_checkpoint",
     "save_and_push",
+    "train_with_callbacks",
     "save_recipe",
 ]

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from datasets import Dataset, DatasetDict
-from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import logging
 
 from hf_llm.data import DataArguments, save_data_fingerprint
@@ -30,6 +30,8 @@ from hf_llm.hub import create_model_card, push_output_dir
 from hf_llm.loading import tokenizer_from_pretrained
 
 from .arguments import ModelArguments
+from .callbacks import add_callbacks
+from .finetuning import count_trainable_parameters
 from .pretraining import load_or_train_tokenizer, tokenizer_needs_training
 from .recipes import recipe_dict, save_recipe
 
@@ -82,6 +84,33 @@ def prepare_tokenizer(
         if trains_tokenizer:
             tokenizer.save_pretrained(training_args.output_dir)
     return tokenizer
+
+
+def train_with_callbacks(
+    trainer: Trainer, callbacks: Sequence[TrainerCallback], *, resume_from_checkpoint: str | None = None
+) -> dict[str, float]:
+    """
+    The training step of every stage script: log how many parameters train (a LoRA adapter's or all), put
+    `callbacks` right after Trainer's flow control ([`~hf_llm.training.add_callbacks`]), train (resuming from
+    `resume_from_checkpoint`), and log and save the train metrics (`train_results.json`).
+
+    Args:
+        trainer (`Trainer`): Any Trainer, TRL trainers included, before `train()`.
+        callbacks (`Sequence[TrainerCallback]`): hf_llm's callbacks, in the order they run (`NonFiniteGuardCallback`
+            first, so no non-finite checkpoint is saved).
+        resume_from_checkpoint (`str`, *optional*): The checkpoint to continue from (`check_stage_inputs` found it).
+
+    Returns:
+        `dict[str, float]`: The train metrics (`train_loss`, `train_runtime`, ...).
+    """
+    trainable, total = count_trainable_parameters(trainer.model)
+    what = "a LoRA adapter" if getattr(trainer.model, "peft_config", None) else "full training"
+    logger.info(f"Training {trainable:,} of {total:,} parameters ({what})")
+    add_callbacks(trainer, callbacks)
+    train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    return dict(train_result.metrics)
 
 
 def final_eval_metrics(trainer: Trainer, metric_key_prefix: str = "eval") -> dict[str, float]:
