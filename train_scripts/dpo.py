@@ -44,7 +44,7 @@ from hf_llm.training import (
 )
 from hf_llm.training.alignment import count_overlong_dpo_pairs, held_out_win_rate, prepare_preference_dataset
 from hf_llm.training.dpo import AtomicDPOTrainer, DPOConfig
-from hf_llm.training.finetuning import apply_cpu_safe_defaults, get_stage_peft_config
+from hf_llm.training.finetuning import apply_cpu_safe_defaults, fit_max_length_to_model, get_stage_peft_config
 from hf_llm.training.preflight import start_stage
 
 logger = logging.get_logger("hf_llm.dpo")
@@ -83,9 +83,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: DPOCo
         if training_args.reward_model_path and training_args.win_rate_samples > 0:
             reward_model = load_reward_model(training_args.reward_model_path)
     check_checkpoint_matches_model(resume_checkpoint, model)
-    context = model.config.max_position_embeddings
-    if training_args.max_length is None or training_args.max_length > context:
-        training_args.max_length = context
+    fit_max_length_to_model(training_args, model)
     with training_args.main_process_first(desc="counting over-long pairs"):
         splits = {
             split: count_overlong_dpo_pairs(

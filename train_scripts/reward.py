@@ -45,7 +45,7 @@ from hf_llm.training import (
     train_with_callbacks,
 )
 from hf_llm.training.alignment import prepare_preference_dataset, tokenize_reward_pairs
-from hf_llm.training.finetuning import apply_cpu_safe_defaults, get_stage_peft_config
+from hf_llm.training.finetuning import apply_cpu_safe_defaults, fit_max_length_to_model, get_stage_peft_config
 from hf_llm.training.preflight import start_stage
 from hf_llm.training.reward import AtomicRewardTrainer, RewardConfig
 
@@ -79,9 +79,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Rewar
             num_labels=1,
         )
     check_checkpoint_matches_model(resume_checkpoint, model)
-    context = model.config.max_position_embeddings
-    if training_args.max_length is None or training_args.max_length > context:
-        training_args.max_length = context
+    fit_max_length_to_model(training_args, model)
     peft_config = get_stage_peft_config(model_args, "reward")
 
     with training_args.main_process_first(desc="tokenizing"):

@@ -51,7 +51,7 @@ from hf_llm.training import (
     save_and_push,
     train_with_callbacks,
 )
-from hf_llm.training.finetuning import apply_cpu_safe_defaults, get_stage_peft_config
+from hf_llm.training.finetuning import apply_cpu_safe_defaults, fit_max_length_to_model, get_stage_peft_config
 from hf_llm.training.preflight import start_stage
 from hf_llm.training.sft import (
     AtomicSFTTrainer,
@@ -88,10 +88,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: SFTCo
             f"the tokenizer of {model_args.model_name_or_path} has no chat template to render instructions with; "
             "start from a model trained with hf_llm (Alpaca template) or set tokenizer.chat_template and save it."
         )
-    context = model.config.max_position_embeddings
-    if training_args.max_length is None or training_args.max_length > context:
-        logger.warning(f"--max_length {training_args.max_length} set to the model's context length, {context}")
-        training_args.max_length = context
+    fit_max_length_to_model(training_args, model)
     peft_config = get_stage_peft_config(model_args, "sft")
 
     ###################

@@ -101,3 +101,26 @@ def count_trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """`(trainable, total)` parameter counts (a 4-bit weight counts as its stored elements)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
+
+
+def fit_max_length_to_model(training_args: Any, model: torch.nn.Module) -> int:
+    """
+    Cap `--max_length` (TRL's `SFTConfig`, `RewardConfig`, `DPOConfig`) at the model's context, which TRL's trainers
+    read from the config: unset, it becomes the context (logged); larger, it is lowered to it (a warning says so).
+
+    Args:
+        training_args: A TRL config with `max_length`.
+        model (`torch.nn.Module`): The model to train (`config.max_position_embeddings`).
+
+    Returns:
+        `int`: The `max_length` the stage uses.
+    """
+    context = model.config.max_position_embeddings
+    if training_args.max_length is None:
+        logger.info(f"--max_length not set: using the model's context length, {context}")
+    elif training_args.max_length > context:
+        logger.warning(f"--max_length {training_args.max_length} is over the model's context: lowered to {context}")
+    else:
+        return training_args.max_length
+    training_args.max_length = context
+    return context
