@@ -195,12 +195,17 @@ def tiny_preference_file(tmp_path_factory):
     return str(path)
 
 
-def script_main(name: str):
-    """The `main` of `train_scripts/<name>.py`, read from the file as `python train_scripts/<name>.py` runs it (the
+def script_namespace(name: str) -> dict:
+    """The globals of `train_scripts/<name>.py`, read from the file as `python train_scripts/<name>.py` runs it (the
     scripts are entry points, not a package; their configs live in `hf_llm.training`)."""
     import runpy
 
-    return runpy.run_path(os.path.join(REPO_ROOT, "train_scripts", f"{name}.py"))["main"]
+    return runpy.run_path(os.path.join(REPO_ROOT, "train_scripts", f"{name}.py"))
+
+
+def script_main(name: str):
+    """The `main` of `train_scripts/<name>.py` (see [`script_namespace`])."""
+    return script_namespace(name)["main"]
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,12 @@ errors, Hub."""
 
 import copy as copy_module
 import csv
-import importlib.util
 import json
 import os
-import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_gpt_config
+from conftest import script_namespace, tiny_gpt_config
 
 TOPICS = {
     "code": ["def add(a, b): return a + b", "class Point: x = 0", "import json, os", "for i in range(3): print(i)"],
@@ -58,22 +56,13 @@ def labeled_csv(tmp_path_factory):
     return str(folder)
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location(
-        "hf_llm_classifier_script", os.path.join(REPO_ROOT, "train_scripts", "classifier.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_classifier(argv):
+    """Parse `argv` with the script's parser (LoRA by default) and run its `main`, as `python classifier.py` does."""
     from hf_llm.errors import exit_on_user_error
 
-    module = load_script()
+    script = script_namespace("classifier")
     with exit_on_user_error("classifier.py"):
-        return module.main(*module.make_parser().parse_args_and_config([str(a) for a in argv]))
+        return script["main"](*script["make_parser"]().parse_args_and_config([str(a) for a in argv]))
 
 
 def common_args(base, data, output_dir):
