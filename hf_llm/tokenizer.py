@@ -8,6 +8,7 @@ anywhere, hf_llm installed or not.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -18,12 +19,24 @@ from .data.errors import DataError
 
 # The Alpaca prompt lives with the rest of the example formatting; re-exported here for the tokenizer's users.
 from .data.formatting import ALPACA_CHAT_TEMPLATE, ALPACA_PREAMBLE, alpaca_messages, format_alpaca_prompt
+from .errors import UsageError
 
 logger = logging.get_logger(__name__)
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 SPECIAL_TOKENS = (EOS_TOKEN, PAD_TOKEN)
+# What train_scripts/train_tokenizer.py writes: a directory holding only these is an earlier tokenizer, replaced.
+TOKENIZER_OUTPUTS = frozenset(
+    {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+        "recipe.yaml",
+        "data_fingerprint.json",
+    }
+)
 
 __all__ = [
     "ALPACA_CHAT_TEMPLATE",
@@ -31,6 +44,8 @@ __all__ = [
     "EOS_TOKEN",
     "PAD_TOKEN",
     "SPECIAL_TOKENS",
+    "TOKENIZER_OUTPUTS",
+    "TokenizerArguments",
     "alpaca_messages",
     "format_alpaca_prompt",
     "train_tokenizer",
@@ -148,3 +163,38 @@ def padded_vocab_size(num_tokens: int, multiple_of: int = 64) -> int:
         `int`: The padded vocabulary size.
     """
     return -(-num_tokens // multiple_of) * multiple_of
+
+
+@dataclass
+class TokenizerArguments:
+    """
+    The flags of `train_scripts/train_tokenizer.py` (with `hf_llm.data.DataArguments` for the corpus).
+
+    Args:
+        output_dir (`str`): Where the tokenizer is saved: a new or empty directory, or an earlier tokenizer of the
+            script's (replaced).
+        overwrite_output_dir (`bool`, defaults to `False`): Delete what `output_dir` holds first.
+        vocab_size (`int`, defaults to 4096): Vocabulary size, special tokens included.
+        min_frequency (`int`, defaults to 2): A pair must occur this often to be merged.
+        model_max_length (`int`, *optional*): Context length stored in the tokenizer config.
+        push_to_hub (`bool`, defaults to `False`): Push the tokenizer to `hub_model_id`.
+        hub_model_id (`str`, *optional*): Hub repo id; required with `push_to_hub`.
+        hub_private_repo (`bool`, *optional*): Create the repo private.
+        hub_token (`str`, *optional*): Hub token; defaults to the cached login or `HF_TOKEN`.
+    """
+
+    output_dir: str = field(metadata={"help": "Where the tokenizer is saved."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Delete what --output_dir holds first (else only an earlier tokenizer is)."}
+    )
+    vocab_size: int = field(default=4096, metadata={"help": "Vocabulary size, special tokens included."})
+    min_frequency: int = field(default=2, metadata={"help": "Minimum pair frequency for a merge."})
+    model_max_length: int | None = field(default=None, metadata={"help": "Context length for the tokenizer config."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the tokenizer to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id (with --push_to_hub)."})
+    hub_private_repo: bool | None = field(default=None, metadata={"help": "Create the Hub repo private."})
+    hub_token: str | None = field(default=None, metadata={"help": "Hub token (default: cached login or HF_TOKEN)."})
+
+    def __post_init__(self):
+        if self.push_to_hub and not self.hub_model_id:
+            raise UsageError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/pydocs-bpe-4096.")

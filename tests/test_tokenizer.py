@@ -1,6 +1,5 @@
 """Byte-level BPE training, special tokens, the Alpaca chat template, and the train_tokenizer script."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,13 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import script_main
 from transformers import AutoTokenizer
 
 from hf_llm.data import DataArguments, DataError
+from hf_llm.errors import UsageError
 from hf_llm.tokenizer import (
     ALPACA_PREAMBLE,
     EOS_TOKEN,
     PAD_TOKEN,
+    TokenizerArguments,
     alpaca_messages,
     format_alpaca_prompt,
     train_tokenizer,
@@ -86,20 +88,13 @@ def test_bad_arguments():
         train_tokenizer("abc", vocab_size=300)
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_tokenizer_script", REPO / "train_scripts/train_tokenizer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_script_trains_on_a_local_file_and_records_its_recipe(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"body": f"line {i} of some text about Python"}) + "\n" for i in range(50)))
-    script = _load_script()
+    main = script_main("train_tokenizer")
     out = tmp_path / "tok"
     data_args = DataArguments(dataset_name=str(corpus), text_column="body")
-    script.main(data_args, script.TokenizerArguments(output_dir=str(out), vocab_size=280, min_frequency=1))
+    main(data_args, TokenizerArguments(output_dir=str(out), vocab_size=280, min_frequency=1))
     tok = AutoTokenizer.from_pretrained(out)
     assert len(tok) == 280 and tok.pad_token != tok.eos_token
     recipe = (out / "recipe.yaml").read_text()
@@ -130,3 +125,37 @@ def test_cli_on_pydocs_and_one_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("train_tokenizer.py: error: ")
     assert "bad.txt is not valid UTF-8: byte 0xff at byte offset 5" in result.stderr
+
+
+def test_script_never_writes_over_a_users_files_or_into_the_data(tmp_path):
+    """The output-directory rule of every command: a re-run replaces its own earlier tokenizer, a directory with
+    other files needs --overwrite_output_dir, and the data's own folder is refused whatever the flag says."""
+    main = script_main("train_tokenizer")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text(
+        "".join(json.dumps({"text": f"line {i} about Python"}) + "\n" for i in range(40))
+    )
+    data_args = DataArguments(dataset_name=str(data))
+
+    def train(output_dir, **flags):
+        main(data_args, TokenizerArguments(output_dir=str(output_dir), vocab_size=270, min_frequency=1, **flags))
+
+    with pytest.raises(UsageError, match=r"--output_dir .* is inside the input --dataset_name .*-tokenizer"):
+        train(data / "tok", overwrite_output_dir=True)
+    assert sorted(p.name for p in data.iterdir()) == ["train.jsonl"]
+
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="already holds notes.txt"):
+        train(users)
+    assert (users / "notes.txt").read_text() == "mine"
+
+    out = tmp_path / "tok"
+    train(out)
+    first = (out / "tokenizer.json").read_text()
+    train(out)  # its own earlier tokenizer: replaced, byte for byte the same training
+    assert (out / "tokenizer.json").read_text() == first
+    train(users, overwrite_output_dir=True)
+    assert not (users / "notes.txt").exists() and AutoTokenizer.from_pretrained(users).vocab_size <= 270

@@ -9,47 +9,28 @@ loads with `AutoTokenizer.from_pretrained`, and also holds `recipe.yaml` (the re
 and `data_fingerprint.json`.
 """
 
-from dataclasses import dataclass, field
-
 from datasets import DatasetDict
-from trl import TrlParser
 
+from hf_llm.command_output import check_command_output_dir
 from hf_llm.data import DataArguments, load_dataset_from_args, save_data_fingerprint
-from hf_llm.errors import UsageError, exit_on_user_error
+from hf_llm.errors import exit_on_user_error
 from hf_llm.hub import push_output_dir
-from hf_llm.tokenizer import train_tokenizer
+from hf_llm.parser import RecipeParser
+from hf_llm.tokenizer import TOKENIZER_OUTPUTS, TokenizerArguments, train_tokenizer
 from hf_llm.training import save_recipe
 
 
-@dataclass
-class TokenizerArguments:
-    """
-    Args:
-        output_dir (`str`): Where the tokenizer is saved.
-        vocab_size (`int`, defaults to 4096): Vocabulary size, special tokens included.
-        min_frequency (`int`, defaults to 2): A pair must occur this often to be merged.
-        model_max_length (`int`, *optional*): Context length stored in the tokenizer config.
-        push_to_hub (`bool`, defaults to `False`): Push the tokenizer to `hub_model_id`.
-        hub_model_id (`str`, *optional*): Hub repo id; required with `push_to_hub`.
-        hub_private_repo (`bool`, *optional*): Create the repo private.
-        hub_token (`str`, *optional*): Hub token; defaults to the cached login or `HF_TOKEN`.
-    """
-
-    output_dir: str = field(metadata={"help": "Where the tokenizer is saved."})
-    vocab_size: int = field(default=4096, metadata={"help": "Vocabulary size, special tokens included."})
-    min_frequency: int = field(default=2, metadata={"help": "Minimum pair frequency for a merge."})
-    model_max_length: int | None = field(default=None, metadata={"help": "Context length for the tokenizer config."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Push the tokenizer to the Hub."})
-    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id (with --push_to_hub)."})
-    hub_private_repo: bool | None = field(default=None, metadata={"help": "Create the Hub repo private."})
-    hub_token: str | None = field(default=None, metadata={"help": "Hub token (default: cached login or HF_TOKEN)."})
-
-    def __post_init__(self):
-        if self.push_to_hub and not self.hub_model_id:
-            raise UsageError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/pydocs-bpe-4096.")
-
-
 def main(data_args: DataArguments, tokenizer_args: TokenizerArguments) -> None:
+    """Train the tokenizer on the train split of `--dataset_name`, save it with its recipe and data fingerprint."""
+    # Never over a user's files or into the data's folder; an earlier tokenizer of this script's is replaced.
+    check_command_output_dir(
+        tokenizer_args.output_dir,
+        inputs={"--dataset_name": data_args.dataset_name},
+        overwrite_output_dir=tokenizer_args.overwrite_output_dir,
+        example_suffix="-tokenizer",
+        own_outputs=TOKENIZER_OUTPUTS,
+    )
+
     ################
     # Dataset
     ################
@@ -86,6 +67,6 @@ def main(data_args: DataArguments, tokenizer_args: TokenizerArguments) -> None:
 
 
 if __name__ == "__main__":
-    parser = TrlParser((DataArguments, TokenizerArguments))
+    parser = RecipeParser((DataArguments, TokenizerArguments))
     with exit_on_user_error("train_tokenizer.py"):
         main(*parser.parse_args_and_config())
