@@ -10,7 +10,7 @@ launch` is not needed for one process), so the table measures exactly what a use
   scipy (installed with hf_llm); split by source file (so a module's phrasing never sits on both sides), balanced per
   split: about 1,400 train / 360 validation / 510 test rows of a dozen words each.
 
-Recipes, all from the `tiny` pretraining output (`--base`):
+Recipes, all but the last from the `tiny` pretraining output (`--base`):
 
 - `tiny`: `classifier.py` with `classifier/tiny.yaml` (the recipe the docs lead with until this benchmark);
 - `small-data`: `classifier.py` with `classifier/small-data.yaml` (the best epoch by validation accuracy, early
@@ -18,10 +18,13 @@ Recipes, all from the `tiny` pretraining output (`--base`):
 - `continued`: `pretrain.py` from the base on the task's own training texts (`--continued_steps`, no labels), then
   `classifier/tiny.yaml`;
 - `continued-small-data`: the same continued pretraining, then `classifier/small-data.yaml`;
-- `lora`: `classifier/tiny.yaml` with `--use_peft true` (LoRA r=8 + the `score` head).
+- `lora`: `classifier/tiny.yaml` with `--use_peft true` (LoRA r=8 + the `score` head);
+- `domain-pretrained`: not from the base: `pretrain.py` from scratch with `pretrain/tiny.yaml` (a new tokenizer and
+  model) on the task's training texts plus the pydocs text corpus (`--domain_steps`, no labels), then
+  `classifier/small-data.yaml`.
 
 Every step of a run is timed (wall and CPU seconds, children's user + system) and counted in that run, continued
-pretraining included. Beside them, the majority-class and TF-IDF + logistic-regression baselines
+and domain pretraining included. Beside them, the majority-class and TF-IDF + logistic-regression baselines
 (`hf_llm.evaluation.baselines`), fitted on the same train split and scored on the same test split. Prints one markdown
 table per dataset, recipes ranked by their mean margin over TF-IDF (mean ± sample sd over seeds), plus each recipe's
 seed ensemble (the seeds' test probabilities averaged: is training several seeds worth it?), and writes every run's
@@ -55,8 +58,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSIFIER = os.path.join(REPO_ROOT, "train_scripts", "classifier.py")
 PRETRAIN = os.path.join(REPO_ROOT, "train_scripts", "pretrain.py")
 RECIPES_DIR = os.path.join(REPO_ROOT, "train_scripts", "configs", "classifier")
+PRETRAIN_RECIPE = os.path.join(REPO_ROOT, "train_scripts", "configs", "pretrain", "tiny.yaml")
 QUIET = ["--report_to", "none", "--disable_tqdm", "true"]
-RECIPES = ("tiny", "small-data", "continued", "continued-small-data", "lora")
+RECIPES = ("tiny", "small-data", "continued", "continued-small-data", "lora", "domain-pretrained")
 
 #: The error-message set: its two classes and where its messages come from (`stdlib` and importable packages).
 ERROR_CLASSES = ("TypeError", "ValueError")
@@ -172,6 +176,19 @@ def export_texts(dataset_name: str, path: str) -> None:
         f.writelines(json.dumps({"text": text}, ensure_ascii=False) + "\n" for text in train["text"])
 
 
+def export_domain_texts(dataset_name: str, path: str) -> None:
+    """The training split's texts plus the pydocs text corpus's train split as JSON Lines (`text`): the corpus a model
+    and its tokenizer are pretrained on from scratch, so the tokenizer knows the task's words."""
+    from hf_llm.data import DataArguments, load_dataset_from_args, load_formatted_dataset
+
+    train = load_dataset_from_args(DataArguments(dataset_name=dataset_name), "classification")["train"]
+    pydocs = load_formatted_dataset("pydocs", "text")["train"]
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(
+            json.dumps({"text": text}, ensure_ascii=False) + "\n" for text in [*train["text"], *pydocs["text"]]
+        )
+
+
 def baselines(dataset_name: str) -> dict:
     """Majority class and TF-IDF + logistic regression, fitted on train, scored on test."""
     from hf_llm.data import DataArguments, load_dataset_from_args
@@ -183,10 +200,25 @@ def baselines(dataset_name: str) -> dict:
     return classification_baselines(train["text"], train["label"], test["text"], test["label"], num_labels=num_labels)
 
 
-def run_recipe(recipe: str, base: str, dataset_name: str, texts: str, output_dir: str, seed: int, args) -> dict:
-    """One run of one recipe: its (continued pretraining and) classifier steps; test scores and time spent."""
+def run_recipe(
+    recipe: str, base: str, dataset_name: str, texts: str, domain_texts: str, output_dir: str, seed: int, args
+) -> dict:
+    """One run of one recipe: its (continued or domain pretraining and) classifier steps; test scores and time
+    spent."""
     wall = cpu = 0.0
     start_from = base
+    if recipe == "domain-pretrained":
+        start_from = output_dir + "-pretrain"
+        # The tiny recipe (preset, 4096-token tokenizer, batch, learning rate, 10% warmup) for fewer steps; no
+        # validation hold-out, evaluation or checkpoint: only the classifier's validation split picks anything.
+        step_wall, step_cpu = run(
+            [sys.executable, PRETRAIN, "--config", PRETRAIN_RECIPE, "--dataset_name", domain_texts, "--text_column",
+             "text", "--validation_split_percentage", "0", "--max_steps", str(args.domain_steps), "--warmup_steps",
+             "0.1", "--eval_strategy", "no", "--save_strategy", "no", "--seed", str(seed), "--output_dir",
+             start_from, "--overwrite_output_dir", "true", *QUIET],
+            start_from + ".log",
+        )  # fmt: skip
+        wall, cpu = wall + step_wall, cpu + step_cpu
     if recipe.startswith("continued"):
         start_from = output_dir + "-pretrain"
         step_wall, step_cpu = run(
@@ -198,7 +230,7 @@ def run_recipe(recipe: str, base: str, dataset_name: str, texts: str, output_dir
             start_from + ".log",
         )  # fmt: skip
         wall, cpu = wall + step_wall, cpu + step_cpu
-    config = "small-data.yaml" if recipe.endswith("small-data") else "tiny.yaml"
+    config = "small-data.yaml" if recipe.endswith("small-data") or recipe == "domain-pretrained" else "tiny.yaml"
     extra = ["--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16", "--learning_rate", "5e-3"]
     step_wall, step_cpu = run(
         [sys.executable, CLASSIFIER, "--config", os.path.join(RECIPES_DIR, config), "--model_name_or_path",
@@ -317,6 +349,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--recipes", nargs="+", default=["tiny", "small-data"], choices=RECIPES)
     parser.add_argument("--continued_steps", type=int, default=150, help="continued-pretraining steps per run")
+    parser.add_argument("--domain_steps", type=int, default=150, help="from-scratch pretraining steps per run")
     parser.add_argument("--build_error_messages", metavar="DIR", help="only write the error-message set to DIR")
     parser.add_argument("--work_dir", default="outputs/bench-classifier")
     parser.add_argument("--output_json", default="outputs/benchmarks/classifier_recipes.json")
@@ -349,10 +382,13 @@ def main() -> None:
         print(f"{dataset} baselines: {json.dumps(references[dataset])}", flush=True)
         texts = os.path.join(args.work_dir, f"{dataset}-train-texts.jsonl")
         export_texts(dataset_name, texts)
+        domain_texts = os.path.join(args.work_dir, f"{dataset}-domain-texts.jsonl")
+        if "domain-pretrained" in args.recipes:
+            export_domain_texts(dataset_name, domain_texts)
         for seed in args.seeds:
             for recipe in args.recipes:
                 output_dir = os.path.join(args.work_dir, f"{dataset}-{recipe}-seed{seed}")
-                result = run_recipe(recipe, args.base, dataset_name, texts, output_dir, seed, args)
+                result = run_recipe(recipe, args.base, dataset_name, texts, domain_texts, output_dir, seed, args)
                 margin = result["test_accuracy"] - references[dataset]["tfidf_accuracy"]
                 runs.append({"dataset": dataset, "recipe": recipe, "seed": seed, **result, "minus_tfidf": margin})
                 print(json.dumps(runs[-1]), flush=True)
