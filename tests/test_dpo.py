@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 DPO_ARGS = [
     "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8", "--max_steps", "6",
     "--learning_rate", "1e-3", "--logging_steps", "2", "--report_to", "none", "--disable_tqdm", "true",
-    "--dataloader_num_workers", "0", "--seed", "0", "--save_strategy", "no", "--gradient_checkpointing", "false",
+    "--dataloader_num_workers", "0", "--seed", "0", "--save_strategy", "no", "--activation_checkpointing", "false",
     "--validation_split_percentage", "25", "--eval_strategy", "steps", "--eval_steps", "6",
     "--win_rate_samples", "4", "--win_rate_max_new_tokens", "6",
 ]  # fmt: skip

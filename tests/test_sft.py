@@ -60,7 +60,7 @@ def common_args(base, data, output_dir):
         "--model_name_or_path", base, "--dataset_name", data, "--output_dir", output_dir,
         "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--learning_rate", "1e-2",
         "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0", "--logging_steps", "1", "--report_to", "none",
-        "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--seed", "3", "--gradient_checkpointing", "false",
+        "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--seed", "3", "--activation_checkpointing", "false",
         "--num_generation_samples", "2", "--generation_max_new_tokens", "8",
     ]  # fmt: skip
 
@@ -73,7 +73,7 @@ def sft_trainer(base, tokenizer, dataset, tmp_path, **config):
 
     args = SFTConfig(
         output_dir=str(tmp_path / "sft"), use_cpu=True, bf16=False, report_to="none", max_length=256,
-        gradient_checkpointing=False, **config,
+        activation_checkpointing=False, **config,
     )  # fmt: skip
     return SFTTrainer(
         model=GPTForCausalLM.from_pretrained(base), args=args, train_dataset=dataset, processing_class=tokenizer

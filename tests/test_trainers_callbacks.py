@@ -57,7 +57,7 @@ def build_trainer(kind: str, tokenizer, output_dir: str, learning_rate: float):
     torch.manual_seed(0)
     policy = GPTForCausalLM(tiny_gpt_config(tokenizer))
     args = common_args(output_dir, learning_rate)
-    trl_args = dict(args, bf16=False, gradient_checkpointing=False, max_steps=3, include_num_input_tokens_seen=True)
+    trl_args = dict(args, bf16=False, activation_checkpointing=False, max_steps=3, include_num_input_tokens_seen=True)
     prompts, good, bad = conversations()
     if kind == "trainer":
         ids = torch.randint(2, len(tokenizer), (16, 16), generator=torch.Generator().manual_seed(0)).tolist()
@@ -95,7 +95,7 @@ def build_trainer(kind: str, tokenizer, output_dir: str, learning_rate: float):
     config = PPOConfig(
         **args,
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         total_episodes=3 * BATCH,
         num_ppo_epochs=2,
         response_length=4,
