@@ -72,7 +72,9 @@ def check_command_output_dir(
         raise UsageError(f"{flag} {output_dir} is a file; pass a directory.")
     entries = list_entries(target) if os.path.isdir(target) else []
     if entries and not overwrite_output_dir and set(entries) <= own_outputs:
-        logger.warning(f"{flag} {output_dir} holds an earlier report ({name_some(entries)}): replacing it.")
+        logger.warning(
+            f"{flag} {output_dir} holds only this command's earlier output ({name_some(entries)}): replacing it."
+        )
         for name in entries:
             os.remove(os.path.join(target, name))
         return
