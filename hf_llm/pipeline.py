@@ -15,6 +15,7 @@ launch`'s child processes included) instead of leaving it running.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -115,6 +116,7 @@ def build_steps(args: argparse.Namespace, checkout: Path) -> list[PipelineStep]:
             raise UsageError(f"--preset {args.preset!r} has no {stage} recipe ({path}); presets there: {available}.")
         return path
 
+    @functools.cache  # each step's dataset and evaluation read it: parse each recipe once
     def recipe_values(stage: str) -> dict:
         path = recipe(stage) if stage != "tokenizer" else None  # the tokenizer's recipe is pydocs.yaml, not a preset
         return (yaml.safe_load(path.read_text()) or {}) if path is not None and path.is_file() else {}
