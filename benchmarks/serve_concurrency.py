@@ -22,13 +22,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,6 +32,7 @@ import openai
 import torch
 
 from hf_llm import GPTConfig, GPTForCausalLM
+from hf_llm.serving import serve_in_background
 from hf_llm.tokenizer import train_tokenizer
 
 QUESTIONS = [
@@ -84,34 +81,6 @@ def random_checkpoint(args: argparse.Namespace, output_dir: Path) -> Path:
     return output_dir
 
 
-@contextlib.contextmanager
-def hf_llm_serve(model: str, log_path: Path, *flags: str):
-    """Run `hf-llm serve MODEL` on a free 127.0.0.1 port until the block ends; yield its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "hf_llm.cli", "serve", model, "--host", "127.0.0.1", "--port", str(port), *flags]
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"`{' '.join(command)}` did not start:\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                if reply.status == 200:
-                    break
-            time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-
-
 def burst(client: openai.OpenAI, model: str, concurrency: int, max_tokens: int) -> tuple[float, int]:
     """Send `concurrency` chat requests at once; return (seconds until the last answer, completion tokens)."""
 
@@ -136,7 +105,9 @@ def main() -> None:
     with contextlib.ExitStack() as servers:
         clients = {}
         for mode, flags in modes.items():
-            url = servers.enter_context(hf_llm_serve(model, workdir / f"{mode}.log", *flags))
+            url = servers.enter_context(
+                serve_in_background(model, *flags, log_path=workdir / f"{mode}.log", timeout=300)
+            )
             clients[mode] = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
             burst(clients[mode], model, args.concurrency, 4)  # load the model, start the batching worker
         seconds = {mode: [] for mode in modes}

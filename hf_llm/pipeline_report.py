@@ -80,10 +80,50 @@ def _series(history: list[dict], key: str, x_key: str = "step") -> list[tuple[fl
     return [(entry.get(x_key, entry.get("step", 0)), entry[key]) for entry in history if key in entry]
 
 
-def _plot(
-    output_dir: Path, name: str, curves: dict[str, list[tuple[float, float]]], title: str, **kwargs
-) -> Block | None:
-    """Plot the non-empty curves on one figure (one axis each), save `plots/<name>.png`, return its image block."""
+# What each stage's section plots from its trainer log: the figure's title, {curve label: log key}, the log key of
+# the x axis, and the curves drawn on a log scale.
+TRAINING_CURVES: dict[str, tuple[str, dict[str, str], str, tuple[str, ...]]] = {
+    "pretrain": (
+        "Pretraining",
+        {"training loss": "loss", "validation perplexity": "eval_perplexity"},
+        "step",
+        ("validation perplexity",),
+    ),
+    "classifier": (
+        "Classifier fine-tuning",
+        {"training loss": "loss", "validation accuracy": "eval_accuracy"},
+        "step",
+        (),
+    ),
+    "sft": ("Instruction tuning (SFT)", {"training loss": "loss", "validation loss": "eval_loss"}, "step", ()),
+    "reward": (
+        "Reward model",
+        {"training loss": "loss", "validation pairwise accuracy": "eval_accuracy"},
+        "step",
+        (),
+    ),
+    "ppo": (
+        "PPO",
+        {"reward (RLHF objective)": "objective/rlhf_reward", "KL to the reference": "objective/kl"},
+        "episode",
+        (),
+    ),
+    "dpo": (
+        "DPO",
+        {"training loss": "loss", "validation implicit-reward accuracy": "eval_rewards/accuracies"},
+        "step",
+        (),
+    ),
+}
+
+
+def _plot_training_curves(output_dir: Path, stage: str, history: list[dict]) -> Block | None:
+    """Plot the stage's [`TRAINING_CURVES`] that its log holds (one axis each), save `plots/<stage>.png`, return its
+    image block (`None` when the log holds none of them)."""
+    if stage not in TRAINING_CURVES:
+        return None
+    title, keys, x_key, log_scale = TRAINING_CURVES[stage]
+    curves = {label: _series(history, key, x_key) for label, key in keys.items()}
     curves = {label: points for label, points in curves.items() if points}
     if not curves:
         return None
@@ -95,17 +135,17 @@ def _plot(
     figure, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.0), squeeze=False)
     for axis, (label, points) in zip(axes[0], curves.items(), strict=True):
         axis.plot([x for x, _ in points], [y for _, y in points], marker="o" if len(points) < 30 else None)
-        axis.set(xlabel=kwargs.get("xlabel", "step"), title=label)
-        if kwargs.get("log_scale") and label in kwargs.get("log_scale"):
+        axis.set(xlabel=x_key, title=label)
+        if label in log_scale:
             axis.set_yscale("log")
         axis.grid(True, alpha=0.3)
     figure.suptitle(title)
     figure.tight_layout()
-    path = output_dir / "plots" / f"{name}.png"
+    path = output_dir / "plots" / f"{stage}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
-    return Block("image", (f"plots/{name}.png", title))
+    return Block("image", (f"plots/{stage}.png", title))
 
 
 def _first_and_last(history: list[dict], key: str) -> tuple[float | None, float | None]:
@@ -133,7 +173,8 @@ def _stage_blocks(output_dir: Path, stage: str) -> list[Block]:
     history = _log_history(stage_dir)
     rows: list[tuple[str, Any, Any]] = []  # (metric, baseline, this stage)
     verdict_blocks: list[Block] = []  # a plain sentence under the table when a model does not beat its baseline
-    blocks: list[Block] = []
+    plot = _plot_training_curves(output_dir, stage, history)
+    blocks: list[Block] = [plot] if plot else []
     if stage == "tokenizer":
         tokenizer = _read_json(stage_dir / "tokenizer.json") or {}
         token_ids = set(((tokenizer.get("model") or {}).get("vocab") or {}).values())
@@ -148,14 +189,6 @@ def _stage_blocks(output_dir: Path, stage: str) -> list[Block]:
             ("test perplexity", "", test.get("perplexity")),
             ("test bits per byte", "", test.get("bits_per_byte")),
         ]
-        plot = _plot(
-            output_dir,
-            "pretrain",
-            {"training loss": _series(history, "loss"), "validation perplexity": _series(history, "eval_perplexity")},
-            "Pretraining",
-            log_scale=("validation perplexity",),
-        )
-        blocks += [plot] if plot else []
     elif stage == "classifier":
         test = _eval_metrics(output_dir, "eval-classifier")
         baselines = _classifier_baselines(test, stage_dir)
@@ -181,13 +214,6 @@ def _stage_blocks(output_dir: Path, stage: str) -> list[Block]:
             )
         elif baselines.get("not_computed"):
             verdict_blocks.append(Block("text", f"*TF-IDF baseline {baselines['not_computed']}.*"))
-        plot = _plot(
-            output_dir,
-            "classifier",
-            {"training loss": _series(history, "loss"), "validation accuracy": _series(history, "eval_accuracy")},
-            "Classifier fine-tuning",
-        )
-        blocks += [plot] if plot else []
         if (output_dir / "eval-classifier" / "confusion_matrix.png").is_file():
             blocks.append(Block("image", ("eval-classifier/confusion_matrix.png", "Test confusion matrix")))
     elif stage == "sft":
@@ -205,27 +231,10 @@ def _stage_blocks(output_dir: Path, stage: str) -> list[Block]:
                 after.get("reference_perplexity"),
             )
         )
-        plot = _plot(
-            output_dir,
-            "sft",
-            {"training loss": _series(history, "loss"), "validation loss": _series(history, "eval_loss")},
-            "Instruction tuning (SFT)",
-        )
-        blocks += [plot] if plot else []
     elif stage == "reward":
         test = _eval_metrics(output_dir, "eval-reward")
         rows.append(("test pairwise accuracy (chance → reward model)", 0.5, test.get("pairwise_accuracy")))
         rows.append(("test mean margin (chosen − rejected)", "", test.get("mean_margin")))
-        plot = _plot(
-            output_dir,
-            "reward",
-            {
-                "training loss": _series(history, "loss"),
-                "validation pairwise accuracy": _series(history, "eval_accuracy"),
-            },
-            "Reward model",
-        )
-        blocks += [plot] if plot else []
     elif stage in ("ppo", "dpo"):
         test = _eval_metrics(output_dir, f"eval-{stage}")
         rows.append(
@@ -239,18 +248,6 @@ def _stage_blocks(output_dir: Path, stage: str) -> list[Block]:
         if stage == "ppo":
             _, kl = _first_and_last(history, "objective/kl")
             rows.append(("KL to the SFT model at the end of training", "", kl))
-            curves = {
-                "reward (RLHF objective)": _series(history, "objective/rlhf_reward", "episode"),
-                "KL to the reference": _series(history, "objective/kl", "episode"),
-            }
-            plot = _plot(output_dir, "ppo", curves, "PPO", xlabel="episode")
-        else:
-            curves = {
-                "training loss": _series(history, "loss"),
-                "validation implicit-reward accuracy": _series(history, "eval_rewards/accuracies"),
-            }
-            plot = _plot(output_dir, "dpo", curves, "DPO")
-        blocks += [plot] if plot else []
     table = [("metric", "baseline", "result")] + [(m, b, a) for m, b, a in rows if a is not None]
     return ([Block("table", table)] if len(table) > 1 else []) + verdict_blocks + blocks
 

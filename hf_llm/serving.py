@@ -44,12 +44,18 @@ curl http://127.0.0.1:8000/v1/chat/completions -H "Content-Type: application/jso
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
 import os
 import reprlib
-from collections.abc import Callable
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from hf_llm.errors import UsageError
@@ -851,3 +857,59 @@ def serve(argv: list[str]) -> int:
     except SystemExit as exit:  # typer's standalone mode ends with sys.exit, also on success
         return exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
     return 0
+
+
+@contextlib.contextmanager
+def serve_in_background(model: str, *flags: str, log_path: str | os.PathLike, timeout: float = 180.0) -> Iterator[str]:
+    """
+    Run `hf-llm serve MODEL FLAGS` in a subprocess on a free port of 127.0.0.1 until the `with` block ends, for
+    scripts and tests that talk to the server (the `openai` SDK, lm-eval-harness's `local-chat-completions`):
+
+    ```python
+    with serve_in_background("outputs/pipeline/sft", "--continuous-batching", log_path="serve.log") as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none")
+    ```
+
+    Args:
+        model (`str`): A checkpoint directory or Hub repo id.
+        flags (`str`): More flags of `hf-llm serve` (`--host` and `--port` are set here).
+        log_path (`str` or `os.PathLike`): Where the server's output goes.
+        timeout (`float`, defaults to 180): Seconds to wait for `GET /health` to answer 200.
+
+    Yields:
+        `str`: The server's base URL (`http://127.0.0.1:PORT`).
+
+    Raises:
+        `RuntimeError`: When the server exits or does not answer in time; the message ends with its log.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "hf_llm.cli", "serve", model, "--host", "127.0.0.1", "--port", str(port), *flags]
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def log_tail() -> str:
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            return log.read()[-3000:]
+
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"hf-llm serve exited with {server.returncode}:\n{log_tail()}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"hf-llm serve did not answer /health in {timeout:.0f} s:\n{log_tail()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

@@ -146,6 +146,19 @@ def tiny_gpt_config(tokenizer, **overrides):
     return GPTConfig(**{**values, **overrides})
 
 
+def save_tiny_gpt(path, tokenizer, *, seed: int = 0, model_class: str = "GPTForCausalLM", **overrides) -> str:
+    """Save a freshly initialised tiny GPT (`tiny_gpt_config(tokenizer, **overrides)`, weights from `seed`) and
+    `tokenizer` in `path`, as a training script would leave them; returns the path."""
+    import torch
+
+    import hf_llm
+
+    torch.manual_seed(seed)
+    getattr(hf_llm, model_class)(tiny_gpt_config(tokenizer, **overrides)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
 # ---- alignment fixtures (train_scripts/reward.py, ppo.py, dpo.py) ----
 ALIGNMENT_CONFIGS = {"reward": "RewardConfig", "ppo": "PPOConfig", "dpo": "DPOConfig"}
 
@@ -153,30 +166,14 @@ ALIGNMENT_CONFIGS = {"reward": "RewardConfig", "ppo": "PPOConfig", "dpo": "DPOCo
 @pytest.fixture(scope="session")
 def tiny_sft_dir(tmp_path_factory, tiny_tokenizer):
     """A saved tiny `GPTForCausalLM` with the tiny tokenizer (pad != eos, Alpaca template): a stand-in SFT model."""
-    import torch
-
-    from hf_llm import GPTForCausalLM
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny_sft")
-    GPTForCausalLM(tiny_gpt_config(tiny_tokenizer, max_position_embeddings=256)).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
+    return save_tiny_gpt(tmp_path_factory.mktemp("tiny_sft"), tiny_tokenizer, max_position_embeddings=256)
 
 
 @pytest.fixture(scope="session")
 def tiny_reward_dir(tmp_path_factory, tiny_tokenizer):
     """A saved tiny `GPTForSequenceClassification` with one output (an untrained reward model) and its tokenizer."""
-    import torch
-
-    from hf_llm import GPTForSequenceClassification
-
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("tiny_reward")
-    config = tiny_gpt_config(tiny_tokenizer, num_labels=1, max_position_embeddings=256)
-    GPTForSequenceClassification(config).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
+    path, head = tmp_path_factory.mktemp("tiny_reward"), "GPTForSequenceClassification"
+    return save_tiny_gpt(path, tiny_tokenizer, seed=1, model_class=head, num_labels=1, max_position_embeddings=256)
 
 
 @pytest.fixture(scope="session")
@@ -206,6 +203,16 @@ def script_namespace(name: str) -> dict:
 def script_main(name: str):
     """The `main` of `train_scripts/<name>.py` (see [`script_namespace`])."""
     return script_namespace(name)["main"]
+
+
+def run_script(name: str, argv: list) -> dict:
+    """Parse `argv` with `train_scripts/<name>.py`'s own parser (`make_parser`) and run its `main` in this process,
+    inside `exit_on_user_error`, as `python train_scripts/<name>.py ARGV` does; returns the metrics."""
+    from hf_llm.errors import exit_on_user_error
+
+    script = script_namespace(name)
+    with exit_on_user_error(f"{name}.py"):
+        return script["main"](*script["make_parser"]().parse_args_and_config([str(a) for a in argv]))
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from conftest import script_namespace, tiny_gpt_config
+from conftest import run_script, save_tiny_gpt, tiny_gpt_config
 
 TOPICS = {
     "code": ["def add(a, b): return a + b", "class Point: x = 0", "import json, os", "for i in range(3): print(i)"],
@@ -19,26 +19,14 @@ TOPICS = {
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory, tiny_tokenizer):
     """A saved tiny `GPTForCausalLM` (a stand-in pretrain.py output) with its tokenizer."""
-    from hf_llm import GPTForCausalLM
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny_base")
-    GPTForCausalLM(tiny_gpt_config(tiny_tokenizer)).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
+    return save_tiny_gpt(tmp_path_factory.mktemp("tiny_base"), tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")
 def tiny_base_96(tmp_path_factory, tiny_tokenizer):
     """Like `tiny_base`, 96 wide as the `tiny` preset: 1.5 quantization blocks of 64 (bitsandbytes' CPU 4-bit matmul
     needs at least one block per row, and its packed inference kernel whole blocks)."""
-    from hf_llm import GPTForCausalLM
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny_base_96")
-    GPTForCausalLM(tiny_gpt_config(tiny_tokenizer, hidden_size=96)).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
+    return save_tiny_gpt(tmp_path_factory.mktemp("tiny_base_96"), tiny_tokenizer, hidden_size=96)
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +46,7 @@ def labeled_csv(tmp_path_factory):
 
 def run_classifier(argv):
     """Parse `argv` with the script's parser (LoRA by default) and run its `main`, as `python classifier.py` does."""
-    from hf_llm.errors import exit_on_user_error
-
-    script = script_namespace("classifier")
-    with exit_on_user_error("classifier.py"):
-        return script["main"](*script["make_parser"]().parse_args_and_config([str(a) for a in argv]))
+    return run_script("classifier", argv)
 
 
 def common_args(base, data, output_dir):

@@ -37,12 +37,12 @@ CLASSIFICATION = [
     ("round a float to two decimals", "math"),
     ("delete a file from the disk", "files"),
 ]
-INSTRUCTION = [
-    ("Explain the with statement.", "", "It manages a context."),
-    ("What does len return?", "", "The number of items in a container."),
-    ("Add the numbers.", "2 and 3", "5"),
-    ("Name a mutable sequence type.", "", "list"),
-    ("What module encodes JSON?", "", "The json module."),
+INSTRUCTION = [  # Alpaca rows
+    {"instruction": "Explain the with statement.", "input": "", "output": "It manages a context."},
+    {"instruction": "What does len return?", "input": "", "output": "The number of items in a container."},
+    {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+    {"instruction": "Name a mutable sequence type.", "input": "", "output": "list"},
+    {"instruction": "What module encodes JSON?", "input": "", "output": "The json module."},
 ]
 PREFERENCE = [
     ("What is the codecs module for?", "Encoding and decoding text.", "It sorts lists."),
@@ -62,6 +62,16 @@ def _write_jsonl(folder: Path, rows: list[dict]) -> str:
     return str(folder)
 
 
+def _perturbed_lora(base, config: LoraConfig):
+    """`base` with a LoRA adapter whose B matrices are random (not zeros), so the adapter changes the outputs."""
+    model = get_peft_model(base, config)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)
+    return model
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_tokenizer):
     """Tiny saved checkpoints (full models and LoRA adapters) and one dataset folder per task."""
@@ -79,29 +89,20 @@ def workspace(tmp_path_factory, tiny_tokenizer):
         paths[name] = str(root / name)
 
     # A LoRA classifier on the pretrained causal LM, as train_scripts/finetune_classifier.py saves it: the adapter
-    # plus the new `score` head (modules_to_save). B matrices are perturbed so the adapter changes the outputs.
+    # plus the new `score` head (modules_to_save).
     base = AutoModelForSequenceClassification.from_pretrained(paths["causal_lm"], num_labels=3)
-    lora = get_peft_model(
-        base,
-        LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["score"]),
+    lora = _perturbed_lora(
+        base, LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["score"])
     )
-    with torch.no_grad():
-        for name, parameter in lora.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(std=0.5)
     lora.save_pretrained(root / "lora_classifier")  # no tokenizer: it is found through the base model
     paths["lora_classifier"] = str(root / "lora_classifier")
     paths["lora_classifier_merged"] = lora.merge_and_unload().eval()
 
     # A LoRA adapter on the causal LM (instruction tuning saves one), tokenizer saved with it.
-    causal = get_peft_model(
+    causal = _perturbed_lora(
         AutoModelForCausalLM.from_pretrained(paths["causal_lm"]),
         LoraConfig(task_type="CAUSAL_LM", r=4, target_modules="all-linear"),
     )
-    with torch.no_grad():
-        for name, parameter in causal.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(std=0.5)
     causal.save_pretrained(root / "lora_causal_lm")
     tokenizer.save_pretrained(root / "lora_causal_lm")
     paths["lora_causal_lm"] = str(root / "lora_causal_lm")
@@ -111,9 +112,7 @@ def workspace(tmp_path_factory, tiny_tokenizer):
     paths["data_classification"] = _write_jsonl(
         root / "data_classification", [{"text": t, "label": label} for t, label in CLASSIFICATION]
     )
-    paths["data_instruction"] = _write_jsonl(
-        root / "data_instruction", [{"instruction": i, "input": x, "output": o} for i, x, o in INSTRUCTION]
-    )
+    paths["data_instruction"] = _write_jsonl(root / "data_instruction", INSTRUCTION)
     paths["data_preference"] = _write_jsonl(
         root / "data_preference", [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PREFERENCE]
     )
@@ -129,6 +128,11 @@ def _run(workspace, name: str, *argv: str) -> tuple[dict, Path]:
     return report, output_dir
 
 
+def _evaluate(workspace, name: str, model: str, task: str, dataset: str, *argv: str) -> tuple[dict, Path]:
+    """`hf-llm eval --model_name_or_path MODEL --task TASK --dataset_name DATASET ARGV` on the test split."""
+    return _run(workspace, name, "--model_name_or_path", model, "--task", task, "--dataset_name", dataset, *argv)
+
+
 def _check_manifest(manifest: dict, task: str):
     assert manifest["task"] == task and manifest["split"] == "test" and manifest["seed"] == 42
     assert isinstance(manifest["dataset_fingerprint"], str) and manifest["dataset_fingerprint"]
@@ -137,15 +141,8 @@ def _check_manifest(manifest: dict, task: str):
 
 
 def test_pretrain_perplexity_and_bits_per_byte(workspace, tiny_tokenizer):
-    report, output_dir = _run(
-        workspace,
-        "pretrain",
-        "--model_name_or_path",
-        workspace["causal_lm"],
-        "--task",
-        "pretrain",
-        "--dataset_name",
-        workspace["data_pretrain"],
+    report, output_dir = _evaluate(
+        workspace, "pretrain", workspace["causal_lm"], "pretrain", workspace["data_pretrain"]
     )
     metrics = report["metrics"]
     model = AutoModelForCausalLM.from_pretrained(workspace["causal_lm"]).eval()
@@ -203,15 +200,8 @@ def _check_classification(report, output_dir, expected_predictions):
 
 
 def test_classification_full_model(workspace, tiny_tokenizer):
-    report, output_dir = _run(
-        workspace,
-        "classification",
-        "--model_name_or_path",
-        workspace["classifier"],
-        "--task",
-        "classifier",
-        "--dataset_name",
-        workspace["data_classification"],
+    report, output_dir = _evaluate(
+        workspace, "classification", workspace["classifier"], "classifier", workspace["data_classification"]
     )
     model = AutoModelForSequenceClassification.from_pretrained(workspace["classifier"]).eval()
     predictions = _class_logits(model, tiny_tokenizer, [t for t, _ in CLASSIFICATION]).argmax(-1)
@@ -220,15 +210,8 @@ def test_classification_full_model(workspace, tiny_tokenizer):
 
 
 def test_classification_lora_adapter(workspace, tiny_tokenizer):
-    report, output_dir = _run(
-        workspace,
-        "lora_classifier",
-        "--model_name_or_path",
-        workspace["lora_classifier"],
-        "--task",
-        "classifier",
-        "--dataset_name",
-        workspace["data_classification"],
+    report, output_dir = _evaluate(
+        workspace, "lora_classifier", workspace["lora_classifier"], "classifier", workspace["data_classification"]
     )
     logits = _class_logits(workspace["lora_classifier_merged"], tiny_tokenizer, [t for t, _ in CLASSIFICATION])
     _check_classification(report, output_dir, logits.argmax(-1))
@@ -237,29 +220,20 @@ def test_classification_lora_adapter(workspace, tiny_tokenizer):
 
 
 def test_instruction_bleu_of_greedy_generations(workspace, tiny_tokenizer):
-    report, output_dir = _run(
-        workspace,
-        "instruction",
-        "--model_name_or_path",
-        workspace["causal_lm"],
-        "--task",
-        "sft",
-        "--dataset_name",
-        workspace["data_instruction"],
-        "--max_new_tokens",
-        "6",
+    report, output_dir = _evaluate(
+        workspace, "instruction", workspace["causal_lm"], "sft", workspace["data_instruction"], "--max_new_tokens", "6"
     )
     metrics = report["metrics"]
     samples = [json.loads(line) for line in (output_dir / "generations.jsonl").read_text().splitlines()]
-    assert [s["reference"] for s in samples] == [o for _, _, o in INSTRUCTION]
+    assert [s["reference"] for s in samples] == [row["output"] for row in INSTRUCTION]
 
     # Independent greedy decoding: one prompt at a time, no padding, no KV cache, argmax by hand.
     model = AutoModelForCausalLM.from_pretrained(workspace["causal_lm"]).eval()
     tokenizer = tiny_tokenizer
     generations = []
-    for instruction, input_text, _ in INSTRUCTION:
+    for row in INSTRUCTION:
         prompt = tokenizer.apply_chat_template(
-            alpaca_messages(instruction, input_text), tokenize=False, add_generation_prompt=True
+            alpaca_messages(row["instruction"], row["input"]), tokenize=False, add_generation_prompt=True
         )
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         new = []
@@ -271,7 +245,7 @@ def test_instruction_bleu_of_greedy_generations(workspace, tiny_tokenizer):
                 new.append(next_id)
         generations.append(tokenizer.decode(new, skip_special_tokens=True).strip())
     assert [s["generation"] for s in samples] == generations
-    expected = sacrebleu.corpus_bleu(generations, [[o for _, _, o in INSTRUCTION]])
+    expected = sacrebleu.corpus_bleu(generations, [[row["output"] for row in INSTRUCTION]])
     assert metrics["bleu"] == pytest.approx(expected.score, rel=1e-12)
     assert metrics["reference_perplexity"] > 1.0
     manifest = report["manifest"]
@@ -290,16 +264,7 @@ def test_instruction_bleu_of_greedy_generations(workspace, tiny_tokenizer):
 
 
 def test_reward_pairwise_accuracy(workspace, tiny_tokenizer):
-    report, _ = _run(
-        workspace,
-        "reward",
-        "--model_name_or_path",
-        workspace["reward"],
-        "--task",
-        "reward",
-        "--dataset_name",
-        workspace["data_preference"],
-    )
+    report, _ = _evaluate(workspace, "reward", workspace["reward"], "reward", workspace["data_preference"])
     model = AutoModelForSequenceClassification.from_pretrained(workspace["reward"]).eval()
 
     # A plain-text prompt is the user's turn of the chat template, as the reward and DPO stages train on it.

@@ -1,14 +1,17 @@
 """Checkpoints saved by earlier hf_llm releases keep loading and generating the same tokens.
 
-`tests/fixtures/gpt_checkpoint_v0_1_0` was saved by hf_llm 0.1.0 on transformers 5.23, when the model took its KV
-cache as `past_key_values`; its `expected_generation.json` holds the greedy tokens it generated then (cached,
-uncached and left-padded batched agreed). Transformers 5.24 renamed the argument to `cache`, so the `modeling_gpt.py`
-shipped inside that checkpoint no longer decodes correctly: hf_llm's own classes must stand in for it.
+`tests/fixtures/gpt_checkpoint_v0_1_0.tar.gz` is a checkpoint directory saved by hf_llm 0.1.0 on transformers 5.23,
+when the model took its KV cache as `past_key_values`, kept byte for byte as the archive a user would download (its
+shipped code is a frozen artifact, not source to maintain); its `expected_generation.json` holds the greedy tokens it
+generated then (cached, uncached and left-padded batched agreed). Transformers 5.24 renamed the argument to `cache`, so
+the `modeling_gpt.py` shipped inside that checkpoint no longer decodes correctly: hf_llm's own classes must stand in
+for it.
 """
 
 import json
 import logging
 import shutil
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -20,8 +23,18 @@ from transformers import AutoModelForCausalLM
 import hf_llm
 from hf_llm.loading import from_pretrained, shipped_code_predates_cache_rename
 
-FIXTURE = Path(__file__).parent / "fixtures" / "gpt_checkpoint_v0_1_0"
-EXPECTED = json.loads((FIXTURE / "expected_generation.json").read_text())
+ARCHIVE = Path(__file__).parent / "fixtures" / "gpt_checkpoint_v0_1_0.tar.gz"
+with tarfile.open(ARCHIVE) as archive:
+    EXPECTED = json.load(archive.extractfile("gpt_checkpoint_v0_1_0/expected_generation.json"))
+
+
+@pytest.fixture(scope="module")
+def old_checkpoint(tmp_path_factory) -> Path:
+    """The 0.1.0 checkpoint directory, unpacked once for this module."""
+    directory = tmp_path_factory.mktemp("old_checkpoint")
+    with tarfile.open(ARCHIVE) as archive:
+        archive.extractall(directory, filter="data")
+    return directory / "gpt_checkpoint_v0_1_0"
 
 
 def greedy_new_tokens(model, *, batched: bool, use_cache: bool = True) -> list[list[int]]:
@@ -45,18 +58,18 @@ def greedy_new_tokens(model, *, batched: bool, use_cache: bool = True) -> list[l
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
-def test_checkpoint_from_0_1_0_generates_its_recorded_tokens_with_hf_llm(attn_implementation):
-    model = AutoModelForCausalLM.from_pretrained(FIXTURE, attn_implementation=attn_implementation).eval()
+def test_checkpoint_from_0_1_0_generates_its_recorded_tokens_with_hf_llm(old_checkpoint, attn_implementation):
+    model = AutoModelForCausalLM.from_pretrained(old_checkpoint, attn_implementation=attn_implementation).eval()
     assert isinstance(model, hf_llm.GPTForCausalLM)
     assert greedy_new_tokens(model, batched=False) == EXPECTED["greedy_new_tokens"]
     assert greedy_new_tokens(model, batched=True) == EXPECTED["greedy_new_tokens"]
     assert greedy_new_tokens(model, batched=True, use_cache=False) == EXPECTED["greedy_new_tokens"]
 
 
-def test_stale_shipped_code_is_detected_and_replaced_with_a_one_line_warning(tmp_path, caplog):
-    assert shipped_code_predates_cache_rename(str(FIXTURE))
+def test_stale_shipped_code_is_detected_and_replaced_with_a_one_line_warning(old_checkpoint, caplog):
+    assert shipped_code_predates_cache_rename(str(old_checkpoint))
     with caplog.at_level(logging.WARNING, logger="hf_llm"):
-        model = from_pretrained(AutoModelForCausalLM, str(FIXTURE), trust_remote_code=True).eval()
+        model = from_pretrained(AutoModelForCausalLM, str(old_checkpoint), trust_remote_code=True).eval()
     warnings = [record.getMessage() for record in caplog.records if "modeling_gpt.py" in record.getMessage()]
     assert len(warnings) == 1 and "\n" not in warnings[0]
     assert (
@@ -68,11 +81,11 @@ def test_stale_shipped_code_is_detected_and_replaced_with_a_one_line_warning(tmp
     assert greedy_new_tokens(model, batched=True) == EXPECTED["greedy_new_tokens"]
 
 
-def test_resaved_checkpoint_generates_recorded_tokens_by_remote_code_without_hf_llm(tmp_path):
+def test_resaved_checkpoint_generates_recorded_tokens_by_remote_code_without_hf_llm(old_checkpoint, tmp_path):
     checkpoint = tmp_path / "resaved"
-    AutoModelForCausalLM.from_pretrained(FIXTURE).save_pretrained(checkpoint)
+    AutoModelForCausalLM.from_pretrained(old_checkpoint).save_pretrained(checkpoint)
     assert not shipped_code_predates_cache_rename(str(checkpoint))
-    shutil.copy(FIXTURE / "expected_generation.json", checkpoint)
+    shutil.copy(old_checkpoint / "expected_generation.json", checkpoint)
     script = textwrap.dedent(
         f"""
         import json, torch

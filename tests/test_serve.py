@@ -5,14 +5,9 @@ a 128-position context; the Alpaca chat template alone takes 89 of them, which m
 Two servers start, once per module: one plain, one with continuous batching.
 """
 
-import contextlib
 import dataclasses
 import io
 import json
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 
 import httpx
@@ -34,12 +29,12 @@ from hf_llm.serving import (
     check_request,
     fit_to_context,
     serve_arguments,
+    serve_in_background,
 )
 from hf_llm.training.finalize import SAMPLING_DEFAULTS, save_and_push
 
 openai = pytest.importorskip("openai", reason="the serving extra: pip install 'hf_llm[serving]'")
 
-HF_LLM_SERVE = [sys.executable, "-m", "hf_llm.cli", "serve"]
 CONTEXT = 128
 QUESTION = [{"role": "user", "content": "Explain the with statement."}]
 TOO_LONG = [{"role": "user", "content": "def add(a, b): return a + b. " * 40}]
@@ -56,8 +51,7 @@ def checkpoint(tmp_path_factory, tiny_tokenizer):
     trainer = Trainer(model=model, args=training_args, processing_class=tiny_tokenizer)
     data_args = DataArguments(dataset_name="tiny")
     dataset = DatasetDict({"train": Dataset.from_dict({"text": ["hello"]})})
-    save_and_push(trainer, "pretrain", recipe_args=(data_args, training_args), data_args=data_args, dataset=dataset,
-                  metrics={})  # fmt: skip
+    save_and_push(trainer, "pretrain", (data_args, training_args), dataset, {})
     return output_dir
 
 
@@ -71,35 +65,9 @@ def greedy_answer(model_dir, messages, max_new_tokens: int) -> str:
     return tokenizer.decode(output[0, input_ids.shape[-1] :], skip_special_tokens=True)
 
 
-@contextlib.contextmanager
 def hf_llm_serve(model_dir, log_path, *flags):
-    """Run `hf-llm serve MODEL_DIR --host 127.0.0.1 --port PORT FLAGS` until the block ends; yield its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [*HF_LLM_SERVE, str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "w") as log:
-        server = subprocess.Popen([*command, *flags], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"hf-llm serve exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                if reply.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"hf-llm serve did not answer /health in 180 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    """Run `hf-llm serve MODEL_DIR FLAGS` on a free 127.0.0.1 port until the block ends; yield its base URL."""
+    return serve_in_background(str(model_dir), *flags, log_path=log_path)
 
 
 def health(url: str) -> int:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_gpt_config
+from conftest import run_script, save_tiny_gpt
 
 ANSWERS = [
     ("What does len do?", "", "Return the number of items in a container."),
@@ -19,13 +19,8 @@ ANSWERS = [
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory, tiny_tokenizer):
     """A saved tiny `GPTForCausalLM` 64 wide (bitsandbytes' CPU 4-bit matmul needs a 64-value block per row)."""
-    from hf_llm import GPTForCausalLM
-
-    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_sft_base")
-    GPTForCausalLM(tiny_gpt_config(tiny_tokenizer, hidden_size=64, max_position_embeddings=256)).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
+    return save_tiny_gpt(path, tiny_tokenizer, hidden_size=64, max_position_embeddings=256)
 
 
 def write_jsonl(path, rows):
@@ -46,13 +41,7 @@ def alpaca_dir(tmp_path_factory):
 
 def run_sft(argv):
     """What `python train_scripts/sft.py ARGV` does, in this process."""
-    import runpy
-
-    from hf_llm.errors import exit_on_user_error
-
-    script = runpy.run_path(os.path.join(REPO_ROOT, "train_scripts", "sft.py"))
-    with exit_on_user_error("sft.py"):
-        return script["main"](*script["make_parser"]().parse_args_and_config([str(a) for a in argv]))
+    return run_script("sft", argv)
 
 
 def common_args(base, data, output_dir):
@@ -60,8 +49,8 @@ def common_args(base, data, output_dir):
         "--model_name_or_path", base, "--dataset_name", data, "--output_dir", output_dir,
         "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--learning_rate", "1e-2",
         "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0", "--logging_steps", "1", "--report_to", "none",
-        "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--seed", "3", "--activation_checkpointing", "false",
-        "--num_generation_samples", "2", "--generation_max_new_tokens", "8",
+        "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--seed", "3",
+        "--activation_checkpointing", "false", "--num_generation_samples", "2", "--generation_max_new_tokens", "8",
     ]  # fmt: skip
 
 

@@ -43,13 +43,10 @@ from hf_llm.evaluation.trainer_metrics import compute_classification_metrics, pr
 from hf_llm.loading import (
     load_model_for_stage,
     load_tokenizer_for_stage,
-    merge_trained_adapter,
 )
 from hf_llm.training import (
     AtomicCheckpointTrainer,
-    NonFiniteGuardCallback,
     RecipeParser,
-    ThroughputCallback,
     check_checkpoint_matches_model,
     final_eval_metrics,
     save_and_push,
@@ -71,8 +68,6 @@ logger = logging.get_logger("hf_llm.classifier")
 
 def main(model_args: ModelConfig, data_args: DataArguments, training_args: ClassifierConfig) -> dict[str, float]:
     """Fine-tune a classifier; returns the final train, validation and test metrics."""
-    # Refuses missing data, --output_dir, the attention kernel and the models' sources before any work; seeds and
-    # sets hf_llm's log level. None: a fresh start.
     resume_checkpoint = start_stage("classifier", model_args, data_args, training_args)
 
     ###################
@@ -138,7 +133,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Class
         compute_metrics=compute_classification_metrics,
         preprocess_logits_for_metrics=preprocess_logits_for_classification,
     )
-    callbacks = [NonFiniteGuardCallback(), ThroughputCallback()]
+    callbacks = []
     if training_args.early_stopping_patience is not None:
         callbacks.append(
             EarlyStoppingCallback(training_args.early_stopping_patience, training_args.early_stopping_threshold)
@@ -170,20 +165,11 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Class
     save_and_push(
         trainer,
         "classifier",
-        recipe_args=(model_args, data_args, training_args),
-        data_args=data_args,
-        dataset=raw,
-        metrics=metrics,
+        (model_args, data_args, training_args),
+        raw,
+        metrics,
         base_model=model_args.model_name_or_path,
     )
-    if training_args.merge_adapter and trainer.is_world_process_zero():
-        merge_trained_adapter(
-            training_args.output_dir,
-            "classifier",
-            trained_with_peft=peft_config is not None,
-            num_labels=len(class_names),
-            trust_remote_code=training_args.trust_remote_code,
-        )
     return metrics
 
 

@@ -36,7 +36,7 @@ from trl import ModelConfig
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import UsageError, exit_on_user_error
-from hf_llm.loading import load_reference_model, load_reward_model, load_sft_model_for_stage, merge_trained_adapter
+from hf_llm.loading import load_reference_model, load_reward_model, load_sft_model_for_stage
 from hf_llm.training import (
     NonFiniteGuardCallback,
     RecipeParser,
@@ -74,8 +74,6 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
             "--overwrite_output_dir, or pass a checkpoint-N directory as --model_name_or_path to continue from its "
             "policy."
         )
-    # Refuses missing data, --output_dir, the attention kernel and the models' sources before any work; seeds and
-    # sets hf_llm's log level.
     start_stage(
         "ppo",
         model_args,
@@ -87,9 +85,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
     ###################
     # Model & tokenizer
     ###################
-    sft_model = model_args.model_name_or_path
     with PartialState().main_process_first():  # PPOConfig.world_size shadows main_process_first's
-        # The SFT model as one standalone checkpoint (an adapter is merged once), loaded from its own path.
         sft_path, tokenizer, policy = load_sft_model_for_stage(
             model_args,
             "ppo",
@@ -199,15 +195,12 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: PPOCo
     save_and_push(
         trainer,
         "ppo",
-        recipe_args=(model_args, data_args, training_args),
-        data_args=data_args,
-        dataset=raw,
-        metrics=metrics,
-        base_model=sft_model,
+        (model_args, data_args, training_args),
+        raw,
+        metrics,
+        base_model=model_args.model_name_or_path,
         evaluate_saved_model=score_win_rate if held_out else None,
     )
-    if training_args.merge_adapter and trainer.is_world_process_zero():
-        merge_trained_adapter(training_args.output_dir, "ppo", trained_with_peft=peft_config is not None)
     return metrics
 
 

@@ -35,11 +35,9 @@ from hf_llm.evaluation.trainer_metrics import compute_causal_lm_metrics, preproc
 from hf_llm.training import (
     AtomicCheckpointTrainer,
     ModelArguments,
-    NonFiniteGuardCallback,
     PerplexityCallback,
     PretrainConfig,
     RecipeParser,
-    ThroughputCallback,
     check_checkpoint_matches_model,
     check_output_dir,
     final_eval_metrics,
@@ -126,8 +124,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
         preprocess_logits_for_metrics=preprocess_logits_for_causal_lm_metrics if eval_dataset is not None else None,
     )
     seq_length = (data_args.block_size or max_length) if training_args.packing == "blocks" else None
-    callbacks = [NonFiniteGuardCallback(), ThroughputCallback(seq_length=seq_length), PerplexityCallback()]
-    train_metrics = train_with_callbacks(trainer, callbacks, resume_from_checkpoint=resume_checkpoint)
+    train_metrics = train_with_callbacks(
+        trainer, [PerplexityCallback()], resume_from_checkpoint=resume_checkpoint, seq_length=seq_length
+    )
     metrics = {**train_metrics, **final_eval_metrics(trainer)}
 
     ###################
@@ -136,10 +135,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Pr
     save_and_push(
         trainer,
         "pretrain",
-        recipe_args=(model_args, data_args, training_args),
-        data_args=data_args,
-        dataset=raw,
-        metrics=metrics,
+        (model_args, data_args, training_args),
+        raw,
+        metrics,
         base_model=model_args.model_name_or_path,
     )
     return metrics

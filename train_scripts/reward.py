@@ -34,11 +34,9 @@ from trl import ModelConfig
 import hf_llm  # noqa: F401  (registers the GPT family with the Auto classes)
 from hf_llm.data import DataArguments, load_dataset_from_args
 from hf_llm.errors import exit_on_user_error
-from hf_llm.loading import load_sft_model_for_stage, merge_trained_adapter
+from hf_llm.loading import load_sft_model_for_stage
 from hf_llm.training import (
-    NonFiniteGuardCallback,
     RecipeParser,
-    ThroughputCallback,
     check_checkpoint_matches_model,
     final_eval_metrics,
     save_and_push,
@@ -54,8 +52,6 @@ logger = logging.get_logger("hf_llm.reward")
 
 def main(model_args: ModelConfig, data_args: DataArguments, training_args: RewardConfig) -> dict[str, float]:
     """Train a reward model; returns the final train and held-out metrics (`eval_accuracy`, `eval_margin`)."""
-    # Refuses missing data, --output_dir, the attention kernel and the models' sources before any work; seeds and
-    # sets hf_llm's log level. None: a fresh start.
     resume_checkpoint = start_stage("reward", model_args, data_args, training_args)
 
     ###################
@@ -68,9 +64,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Rewar
     ###################
     # Model & tokenizer
     ###################
-    sft_model = model_args.model_name_or_path
     with training_args.main_process_first(desc="preparing the SFT model"):
-        # The SFT model as one standalone checkpoint (an adapter is merged once), loaded from its own path.
         sft_path, tokenizer, model = load_sft_model_for_stage(
             model_args,
             "reward",
@@ -106,9 +100,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Rewar
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    train_metrics = train_with_callbacks(
-        trainer, [NonFiniteGuardCallback(), ThroughputCallback()], resume_from_checkpoint=resume_checkpoint
-    )
+    train_metrics = train_with_callbacks(trainer, resume_from_checkpoint=resume_checkpoint)
     metrics = {**train_metrics, **final_eval_metrics(trainer)}
 
     ###################
@@ -117,16 +109,11 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: Rewar
     save_and_push(
         trainer,
         "reward",
-        recipe_args=(model_args, data_args, training_args),
-        data_args=data_args,
-        dataset=raw,
-        metrics=metrics,
-        base_model=sft_model,
+        (model_args, data_args, training_args),
+        raw,
+        metrics,
+        base_model=model_args.model_name_or_path,
     )
-    if training_args.merge_adapter and trainer.is_world_process_zero():
-        merge_trained_adapter(
-            training_args.output_dir, "reward", trained_with_peft=peft_config is not None, num_labels=1
-        )
     return metrics
 
 

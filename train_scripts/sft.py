@@ -39,13 +39,10 @@ from hf_llm.errors import UsageError, exit_on_user_error
 from hf_llm.loading import (
     load_model_for_stage,
     load_tokenizer_for_stage,
-    merge_trained_adapter,
 )
 from hf_llm.training import (
-    NonFiniteGuardCallback,
     PerplexityCallback,
     RecipeParser,
-    ThroughputCallback,
     check_checkpoint_matches_model,
     final_eval_metrics,
     save_and_push,
@@ -66,8 +63,6 @@ logger = logging.get_logger("hf_llm.sft")
 
 def main(model_args: ModelConfig, data_args: DataArguments, training_args: SFTConfig) -> dict[str, float]:
     """Run supervised fine-tuning; returns the final train, validation and test metrics."""
-    # Refuses missing data, --output_dir, the attention kernel and the models' sources before any work; seeds and
-    # sets hf_llm's log level. None: a fresh start.
     resume_checkpoint = start_stage("sft", model_args, data_args, training_args)
 
     ###################
@@ -127,7 +122,7 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: SFTCo
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    callbacks = [NonFiniteGuardCallback(), ThroughputCallback(), PerplexityCallback()]
+    callbacks = [PerplexityCallback()]
     if eval_dataset is not None and training_args.num_generation_samples > 0:
         sample = raw["validation"].select(range(min(training_args.num_generation_samples, len(raw["validation"]))))
         callbacks.append(
@@ -150,21 +145,8 @@ def main(model_args: ModelConfig, data_args: DataArguments, training_args: SFTCo
     # Save and push
     ###################
     save_and_push(
-        trainer,
-        "sft",
-        recipe_args=(model_args, data_args, training_args),
-        data_args=data_args,
-        dataset=raw,
-        metrics=metrics,
-        base_model=model_args.model_name_or_path,
+        trainer, "sft", (model_args, data_args, training_args), raw, metrics, base_model=model_args.model_name_or_path
     )
-    if training_args.merge_adapter and trainer.is_world_process_zero():
-        merge_trained_adapter(
-            training_args.output_dir,
-            "sft",
-            trained_with_peft=peft_config is not None,
-            trust_remote_code=training_args.trust_remote_code,
-        )
     return metrics
 
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from hf_llm.errors import UsageError
 
+from .errors import DataError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -99,14 +101,30 @@ def instruction_messages(example: dict) -> tuple[list[dict[str, str]], str]:
         `tuple[list[dict], str]`: the messages before the answer, and the answer's text.
     """
     if example.get("messages"):
-        messages = list(example["messages"])
-        if messages[-1]["role"] != "assistant":
-            raise UsageError(
-                f"instruction example's last message has role {messages[-1]['role']!r}; the last message must be "
-                "the assistant's answer (the completion to train on and the reference to evaluate against)."
-            )
-        return messages[:-1], messages[-1]["content"]
+        return split_off_answer(example["messages"])
     return alpaca_messages(example["instruction"], example.get("input") or ""), example["output"]
+
+
+def split_off_answer(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
+    """
+    A conversation of the `instruction` data format split into the messages before its answer and the answer.
+
+    Args:
+        messages (`list[dict]`): Chat messages (`role`, `content`), the last one the assistant's answer.
+
+    Returns:
+        `tuple[list[dict], str]`: the messages before the answer, and the answer's text.
+
+    Raises:
+        [`DataError`]: When the last message is not the assistant's.
+    """
+    messages = list(messages)
+    if messages[-1]["role"] != "assistant":
+        raise DataError(
+            f"a 'messages' example ends with a {messages[-1]['role']!r} message; each conversation must end with "
+            "the assistant's answer (the completion to train on and the reference to evaluate against)."
+        )
+    return messages[:-1], messages[-1]["content"]
 
 
 def instruction_prompt_and_reference(example: dict, tokenizer: PreTrainedTokenizerBase) -> tuple[str, str]:

@@ -7,7 +7,8 @@ import dataclasses
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, Value, load_dataset, load_dataset_builder
@@ -267,6 +268,21 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
+@contextmanager
+def _hub_dataset_errors(data_args: DataArguments, doing: str, more_choices: str = "") -> Iterator[None]:
+    """Any failure to reach a Hub dataset (offline, unknown id, missing config, ...) as one `DataError` that says what
+    was tried and what `--dataset_name` takes; `doing` holds `{}` where the dataset's name goes."""
+    try:
+        yield
+    except Exception as e:
+        name = f"{data_args.dataset_name!r} (config {data_args.dataset_config_name!r})"
+        choices = f"a Hub dataset id, a local file or folder ({', '.join(sorted(FILE_BUILDERS))})"
+        raise DataError(
+            f"could not {doing.format(name)}: {type(e).__name__}: {e}. --dataset_name takes {choices}"
+            + (f", {more_choices}" if more_choices else "")
+        ) from e
+
+
 def load_raw_dataset(data_args: DataArguments) -> DatasetDict:
     """
     Load `data_args.dataset_name` (a Hub id or local file/folder) as it is, without renaming columns.
@@ -285,14 +301,10 @@ def load_raw_dataset(data_args: DataArguments) -> DatasetDict:
         return _load_local(path, data_args)
     if _looks_like_path(name):
         raise DataError(f"--dataset_name {name}: no such file or folder")
-    try:
+    with _hub_dataset_errors(
+        data_args, "load dataset {} from the Hugging Face Hub", "or 'pydocs' for the bundled offline corpus"
+    ):
         loaded = load_dataset(name, data_args.dataset_config_name)
-    except Exception as e:  # offline, unknown id, missing config...: one message that says what was tried
-        raise DataError(
-            f"could not load dataset {name!r} (config {data_args.dataset_config_name!r}) from the Hugging Face Hub: "
-            f"{type(e).__name__}: {e}. --dataset_name takes a Hub dataset id, a local file or folder "
-            f"({', '.join(sorted(FILE_BUILDERS))}), or 'pydocs' for the bundled offline corpus"
-        ) from e
     if not isinstance(loaded, DatasetDict):
         loaded = DatasetDict({data_args.dataset_train_split: loaded})
     return loaded
@@ -667,14 +679,8 @@ def load_text_stream(data_args: DataArguments) -> TextStream:
     elif _looks_like_path(name):
         raise DataError(f"--dataset_name {name}: no such file or folder")
     else:
-        try:
+        with _hub_dataset_errors(data_args, "open dataset {} on the Hugging Face Hub for streaming"):
             builder = load_dataset_builder(name, data_args.dataset_config_name)
-        except Exception as e:  # offline, unknown id, missing config...: one message that says what was tried
-            raise DataError(
-                f"could not open dataset {name!r} (config {data_args.dataset_config_name!r}) on the Hugging Face Hub "
-                f"for streaming: {type(e).__name__}: {e}. --dataset_name takes a Hub dataset id or a local file or "
-                f"folder ({', '.join(sorted(FILE_BUILDERS))})"
-            ) from e
     available = {split: [str(f) for f in files] for split, files in (builder.config.data_files or {}).items()}
     train_split = data_args.dataset_train_split
     if train_split not in available:

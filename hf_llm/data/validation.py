@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow.compute as pc
@@ -70,15 +71,30 @@ def count_overlong(dataset: Dataset | DatasetDict, max_length: int, *, column: s
     return sum(sum(n > max_length for n in _lengths(ds, column, split)) for split, ds in _splits(dataset).items())
 
 
-def _describe_overlong(
-    overlong: list[int], lengths: Sequence[int], total: int, *, split: str | None, what: str, limit: str
-) -> str:
-    """How every stage counts its over-long examples, in the same words."""
-    where = f"split {split!r}" if split else "dataset"
-    return (
-        f"{where}: {len(overlong)} of {total} {what} ({100 * len(overlong) / total:.1f}%) are longer than {limit} "
-        f"(longest: {max(lengths)} tokens; first: row {overlong[0]})"
-    )
+@dataclass(frozen=True)
+class OverlongReport:
+    """
+    How a stage names its over-long examples, so that every stage counts and reports them in the same words.
+
+    Args:
+        what (`str`): What is counted, plural (`"examples"`, `"preference pairs"`, `"prompts"`).
+        limit (`str`): The limit as the user sets it (`"--max_length 512 tokens"`).
+        fix (`str`): What the user can change to keep them whole.
+        split (`str`, *optional*): The split's name.
+    """
+
+    what: str
+    limit: str
+    fix: str
+    split: str | None = None
+
+    def describe(self, overlong: list[int], lengths: Sequence[int], total: int) -> str:
+        """The count, share, longest length and first row of the over-long examples, in one clause."""
+        where = f"split {self.split!r}" if self.split else "dataset"
+        return (
+            f"{where}: {len(overlong)} of {total} {self.what} ({100 * len(overlong) / total:.1f}%) are longer than "
+            f"{self.limit} (longest: {max(lengths)} tokens; first: row {overlong[0]})"
+        )
 
 
 def handle_overlong(
@@ -86,11 +102,8 @@ def handle_overlong(
     lengths: Sequence[int],
     max_length: int,
     strategy: str,
+    report: OverlongReport,
     *,
-    split: str | None,
-    what: str,
-    limit: str,
-    fix: str,
     truncate: Callable[[Dataset], Dataset] | None = None,
     kept: str = "",
 ) -> Dataset:
@@ -105,10 +118,7 @@ def handle_overlong(
             one answer token it must leave room for).
         max_length (`int`): The limit.
         strategy (`str`): `"truncate"`, `"drop"` or `"error"`.
-        split (`str`, *optional*): The split's name, for the message.
-        what (`str`): What is counted, plural (`"examples"`, `"preference pairs"`, `"prompts"`).
-        limit (`str`): The limit as the user sets it (`"--max_length 512 tokens"`).
-        fix (`str`): What the user can change to keep them whole.
+        report ([`OverlongReport`]): What the examples, the limit and the fix are called in the messages.
         truncate (`Callable`, *optional*): Cuts every over-long example to fit; `None` when a cut example would teach
             nothing (a prompt that fills the context), so `"truncate"` drops them instead, and says so.
         kept (`str`, defaults to `""`): What truncation keeps, for the message (`"the last tokens (the answer and
@@ -125,7 +135,8 @@ def handle_overlong(
     overlong = [index for index, length in enumerate(lengths) if length > max_length]
     if not overlong:
         return dataset
-    message = _describe_overlong(overlong, lengths, len(dataset), split=split, what=what, limit=limit)
+    message = report.describe(overlong, lengths, len(dataset))
+    fix = report.fix
     if strategy == "error":
         raise DataError(f"{message}; {fix}, or pass --overlong_strategy truncate or drop")
     if strategy == "truncate" and truncate is not None:
@@ -185,10 +196,7 @@ def apply_overlong_strategy(
             _lengths(ds, column, split),
             max_length,
             strategy,
-            split=split,
-            what="examples",
-            limit=limit or f"--max_seq_length {max_length}",
-            fix=fix,
+            OverlongReport("examples", limit or f"--max_seq_length {max_length}", fix, split),
             truncate=keep_the_start,
             kept="their first tokens",
         )
@@ -201,11 +209,7 @@ def handle_overlong_completions(
     lengths: Sequence[int],
     max_length: int,
     strategy: str,
-    *,
-    split: str | None,
-    what: str,
-    limit: str,
-    fix: str,
+    report: OverlongReport,
 ) -> Dataset:
     """
     [`handle_overlong`] for prompt + answer data that TRL truncates itself (SFT, DPO): with `"truncate"`, TRL keeps
@@ -219,29 +223,25 @@ def handle_overlong_completions(
         lengths (`Sequence[int]`): Tokens in each prompt + answer (the longer answer of a pair).
         max_length (`int`): TRL's `--max_length`.
         strategy (`str`): `--overlong_strategy`.
-        split, what, limit, fix: As for [`handle_overlong`].
+        report ([`OverlongReport`]): As for [`handle_overlong`].
 
     Returns:
         `Dataset`: The examples the stage trains on.
     """
     if strategy != "truncate":
-        return handle_overlong(dataset, lengths, max_length, strategy, split=split, what=what, limit=limit, fix=fix)
+        return handle_overlong(dataset, lengths, max_length, strategy, report)
     cut = [index for index, (p, n) in enumerate(zip(prompt_lengths, lengths, strict=True)) if p < max_length < n]
     if cut:
-        message = _describe_overlong(cut, lengths, len(dataset), split=split, what=what, limit=limit)
         logger.warning(
-            f"{message}: TRL trains on their first {max_length} tokens, the answer's end cut (--overlong_strategy "
-            f"truncate); {fix} to keep them whole"
+            f"{report.describe(cut, lengths, len(dataset))}: TRL trains on their first {max_length} tokens, the "
+            f"answer's end cut (--overlong_strategy truncate); {report.fix} to keep them whole"
         )
     return handle_overlong(
         dataset,
         [length + 1 for length in prompt_lengths],  # a prompt must leave room for one answer token
         max_length,
         "truncate",
-        split=split,
-        what=f"{what} whose prompt leaves no room for an answer",
-        limit=limit,
-        fix=fix,
+        replace(report, what=f"{report.what} whose prompt leaves no room for an answer"),
     )
 
 

@@ -31,7 +31,7 @@ from .checkpointing import (
     resolve_resume_checkpoint,
 )
 from .finalize import final_eval_metrics, prepare_tokenizer, save_and_push, train_with_callbacks
-from .output_dir import OutputDirArguments, check_output_dir
+from .output_dir import FineTuningOutputArguments, OutputDirArguments, check_output_dir
 from .presets import MODEL_PRESETS
 from .recipes import RECIPE_NAME, recipe_dict, save_recipe
 
@@ -44,6 +44,7 @@ __all__ = [
     "ModelArguments",
     "NonFiniteError",
     "NonFiniteGuardCallback",
+    "FineTuningOutputArguments",
     "OutputDirArguments",
     "PerplexityCallback",
     "PretrainConfig",

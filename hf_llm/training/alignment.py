@@ -36,7 +36,7 @@ from transformers import (
 from transformers.utils import logging
 
 from hf_llm.data.formatting import chat_prompt, preference_conversation, preference_texts
-from hf_llm.data.validation import handle_overlong, handle_overlong_completions
+from hf_llm.data.validation import OverlongReport, handle_overlong, handle_overlong_completions
 from hf_llm.errors import UsageError
 
 if TYPE_CHECKING:
@@ -74,6 +74,16 @@ def prepare_preference_dataset(dataset: DatasetDict, source: str) -> DatasetDict
         preference_conversation,
         remove_columns=[c for c in next(iter(columns.values())) if c not in ("prompt", "chosen", "rejected")],
         desc="Rendering prompts as chat turns",
+    )
+
+
+def _overlong_pairs_report(max_length: int, split: str) -> OverlongReport:
+    """How the reward and DPO stages name their over-long preference pairs."""
+    return OverlongReport(
+        "preference pairs",
+        f"--max_length {max_length} tokens",
+        "raise --max_length (up to the model's context) or shorten the texts",
+        split,
     )
 
 
@@ -123,10 +133,7 @@ def tokenize_reward_pairs(
         lengths,
         max_length,
         strategy,
-        split=split,
-        what="preference pairs",
-        limit=f"--max_length {max_length} tokens",
-        fix="raise --max_length (up to the model's context) or shorten the texts",
+        _overlong_pairs_report(max_length, split),
         truncate=keep_the_end,
         kept="their last tokens (the answer and eos the reward head reads)",
     )
@@ -163,10 +170,7 @@ def count_overlong_dpo_pairs(
         lengths,
         max_length,
         strategy,
-        split=split,
-        what="preference pairs",
-        limit=f"--max_length {max_length} tokens",
-        fix="raise --max_length (up to the model's context) or shorten the texts",
+        _overlong_pairs_report(max_length, split),
     )
 
 
@@ -206,10 +210,12 @@ def tokenize_prompts(
         [len(row) for row in ids],
         max_prompt_length,
         strategy,
-        split=split,
-        what="prompts",
-        limit=f"{max_prompt_length} tokens (the context minus --response_length)",
-        fix="lower --response_length or shorten the prompts",
+        OverlongReport(
+            "prompts",
+            f"{max_prompt_length} tokens (the context minus --response_length)",
+            "lower --response_length or shorten the prompts",
+            split,
+        ),
         truncate=lambda rows: rows.map(
             lambda b: {"input_ids": [row[-max_prompt_length:] for row in b["input_ids"]]}, batched=True
         ),

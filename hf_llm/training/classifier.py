@@ -24,7 +24,7 @@ from hf_llm.errors import UsageError
 from hf_llm.evaluation.baselines import classification_baseline_metrics
 
 from .finetuning import accelerator_available
-from .output_dir import OutputDirArguments
+from .output_dir import FineTuningOutputArguments
 
 logger = logging.get_logger(__name__)
 
@@ -35,16 +35,15 @@ LABELS_FILE = "labels.json"
 
 
 @dataclass
-class ClassifierConfig(OutputDirArguments, TrainingArguments):
+class ClassifierConfig(FineTuningOutputArguments, TrainingArguments):
     """
-    `transformers.TrainingArguments` for the classifier stage. Every TrainingArguments flag works unchanged.
+    `transformers.TrainingArguments` for the classifier stage, with [`FineTuningOutputArguments`]
+    (`--overwrite_output_dir`, `--merge_adapter`). Every TrainingArguments flag works unchanged.
 
     Changed defaults: evaluation and saving every epoch, the best checkpoint by macro-F1 kept and reloaded at the end
     (`load_best_model_at_end`), TensorBoard logging, no bf16 on a CPU.
 
     Args:
-        overwrite_output_dir (`bool`, defaults to `False`):
-            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
         class_weights (`str`, defaults to `"none"`):
             `"balanced"` weighs each class's loss by `n_examples / (n_classes * n_examples_of_class)` on the training
             split (scikit-learn's convention), for unbalanced data; `"none"` is plain cross-entropy.
@@ -53,8 +52,6 @@ class ClassifierConfig(OutputDirArguments, TrainingArguments):
             `early_stopping_threshold`. Needs `load_best_model_at_end`.
         early_stopping_threshold (`float`, defaults to 0.0):
             Smallest improvement that counts.
-        merge_adapter (`bool`, defaults to `False`):
-            After LoRA/QLoRA training, also write a standalone merged model to `OUTPUT_DIR/merged`.
         resume_from_checkpoint (`str`, *optional*):
             A `checkpoint-N` directory, or `"latest"` for the newest complete checkpoint in `output_dir`.
         trust_remote_code (`bool`, defaults to `False`):
@@ -83,10 +80,6 @@ class ClassifierConfig(OutputDirArguments, TrainingArguments):
         default=None, metadata={"help": "Stop after N evaluations without improvement of metric_for_best_model."}
     )
     early_stopping_threshold: float = field(default=0.0, metadata={"help": "Smallest improvement that counts."})
-    merge_adapter: bool = field(
-        default=False,
-        metadata={"help": "After LoRA training, also save a merged model in OUTPUT_DIR/merged."},
-    )
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint-N directory, or 'latest' (newest complete one in output_dir)."}
     )

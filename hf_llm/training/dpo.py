@@ -8,17 +8,16 @@ from dataclasses import dataclass, field
 import trl
 
 from .checkpointing import AtomicCheckpointMixin
-from .output_dir import OutputDirArguments
+from .output_dir import FineTuningOutputArguments
 
 
 @dataclass
-class DPOConfig(OutputDirArguments, trl.DPOConfig):
+class DPOConfig(FineTuningOutputArguments, trl.DPOConfig):
     """
-    TRL's `DPOConfig` (every flag works unchanged) plus:
+    TRL's `DPOConfig` (every flag works unchanged), [`FineTuningOutputArguments`] (`--overwrite_output_dir`,
+    `--merge_adapter`), and the held-out win rate:
 
     Args:
-        overwrite_output_dir (`bool`, defaults to `False`):
-            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
         max_length (`int`, *optional*):
             Most tokens in `prompt + answer`; defaults to the model's context (TRL's 1024 would exceed it).
         reward_model_path (`str`, *optional*):
@@ -28,8 +27,6 @@ class DPOConfig(OutputDirArguments, trl.DPOConfig):
             Held-out prompts (from the validation split) the win rate is measured on; 0 turns it off.
         win_rate_max_new_tokens (`int`, defaults to 64):
             Most tokens per greedy answer in that measurement.
-        merge_adapter (`bool`, defaults to `False`):
-            After LoRA training, also write a standalone merged policy to `OUTPUT_DIR/merged`.
     """
 
     max_length: int | None = field(
@@ -40,9 +37,6 @@ class DPOConfig(OutputDirArguments, trl.DPOConfig):
     )
     win_rate_samples: int = field(default=64, metadata={"help": "Held-out prompts for the win rate (0: off)."})
     win_rate_max_new_tokens: int = field(default=64, metadata={"help": "Most tokens per greedy held-out answer."})
-    merge_adapter: bool = field(
-        default=False, metadata={"help": "After LoRA training, also save a merged policy in OUTPUT_DIR/merged."}
-    )
 
 
 class AtomicDPOTrainer(AtomicCheckpointMixin, trl.DPOTrainer):

@@ -1,15 +1,15 @@
 """The run tail every training stage shares, and the rank-0 tokenizer preparation at its start.
 
-After `trainer.train()` every stage script does the same four things: take the final evaluation (reusing the one the
-trainer just ran at the last step, or running one), save model + tokenizer + `recipe.yaml` + `data_fingerprint.json`,
-write hf_llm's model card, and push once. [`final_eval_metrics`] and [`save_and_push`] are those steps, so a stage's
-`main` reads as TRL's `sft.py` does:
+Every stage script trains and finishes the same way: log the trainable parameters, add hf_llm's callbacks and train
+([`train_with_callbacks`]); take the final evaluation, reusing the one the trainer just ran at the last step
+([`final_eval_metrics`]); save model + tokenizer + `recipe.yaml` + `data_fingerprint.json`, write hf_llm's model card,
+push once, and merge a LoRA adapter when `--merge_adapter` asks ([`save_and_push`]). So a stage's `main` reads as
+TRL's `sft.py` does:
 
 ```python
-train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
-metrics = {**train_result.metrics, **final_eval_metrics(trainer)}
-save_and_push(trainer, "pretrain", recipe_args=(model_args, data_args, training_args), data_args=data_args,
-              dataset=raw, metrics=metrics, base_model=model_args.model_name_or_path)
+train_metrics = train_with_callbacks(trainer, [PerplexityCallback()], resume_from_checkpoint=resume_checkpoint)
+metrics = {**train_metrics, **final_eval_metrics(trainer)}
+save_and_push(trainer, "sft", (model_args, data_args, training_args), raw, metrics, base_model=sft_base_model)
 ```
 """
 
@@ -27,10 +27,10 @@ from transformers.utils import logging
 from hf_llm.data import DataArguments, save_data_fingerprint
 from hf_llm.errors import UsageError, one_line
 from hf_llm.hub import create_model_card, push_output_dir
-from hf_llm.loading import tokenizer_from_pretrained
+from hf_llm.loading import is_adapter, merge_trained_adapter, tokenizer_from_pretrained
 
 from .arguments import ModelArguments
-from .callbacks import add_callbacks
+from .callbacks import NonFiniteGuardCallback, ThroughputCallback, add_callbacks
 from .finetuning import count_trainable_parameters
 from .pretraining import load_or_train_tokenizer, tokenizer_needs_training
 from .recipes import recipe_dict, save_recipe
@@ -87,18 +87,26 @@ def prepare_tokenizer(
 
 
 def train_with_callbacks(
-    trainer: Trainer, callbacks: Sequence[TrainerCallback], *, resume_from_checkpoint: str | None = None
+    trainer: Trainer,
+    callbacks: Sequence[TrainerCallback] = (),
+    *,
+    resume_from_checkpoint: str | None = None,
+    seq_length: int | None = None,
 ) -> dict[str, float]:
     """
-    The training step of every stage script: log how many parameters train (a LoRA adapter's or all), put
-    `callbacks` right after Trainer's flow control ([`~hf_llm.training.add_callbacks`]), train (resuming from
+    The training step of every stage script: log how many parameters train (a LoRA adapter's or all), put hf_llm's
+    callbacks right after Trainer's flow control ([`~hf_llm.training.add_callbacks`]), train (resuming from
     `resume_from_checkpoint`), and log and save the train metrics (`train_results.json`).
+
+    Every stage gets [`NonFiniteGuardCallback`] first (so no non-finite checkpoint is saved), then
+    [`ThroughputCallback`] (tokens/s and MFU), then the stage's own `callbacks`.
 
     Args:
         trainer (`Trainer`): Any Trainer, TRL trainers included, before `train()`.
-        callbacks (`Sequence[TrainerCallback]`): hf_llm's callbacks, in the order they run (`NonFiniteGuardCallback`
-            first, so no non-finite checkpoint is saved).
+        callbacks (`Sequence[TrainerCallback]`, *optional*): The stage's own callbacks, in the order they run.
         resume_from_checkpoint (`str`, *optional*): The checkpoint to continue from (`check_stage_inputs` found it).
+        seq_length (`int`, *optional*): Tokens per training sequence when every sequence has the same length (packed
+            blocks), for [`ThroughputCallback`]'s FLOPs estimate.
 
     Returns:
         `dict[str, float]`: The train metrics (`train_loss`, `train_runtime`, ...).
@@ -106,7 +114,7 @@ def train_with_callbacks(
     trainable, total = count_trainable_parameters(trainer.model)
     what = "a LoRA adapter" if getattr(trainer.model, "peft_config", None) else "full training"
     logger.info(f"Training {trainable:,} of {total:,} parameters ({what})")
-    add_callbacks(trainer, callbacks)
+    add_callbacks(trainer, [NonFiniteGuardCallback(), ThroughputCallback(seq_length=seq_length), *callbacks])
     train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
@@ -141,11 +149,10 @@ def final_eval_metrics(trainer: Trainer, metric_key_prefix: str = "eval") -> dic
 def save_and_push(
     trainer: Trainer,
     stage: str,
-    *,
     recipe_args: Sequence[Any],
-    data_args: DataArguments,
     dataset: DatasetDict,
     metrics: dict[str, Any],
+    *,
     base_model: str | None = None,
     output_dir: str | None = None,
     evaluate_saved_model: Callable[[], dict[str, float]] | None = None,
@@ -161,13 +168,14 @@ def save_and_push(
     success their metrics join the card (and a second push carries it).
 
     Trainer's own end-of-training push is skipped (`_internal_call=True`): the single push here carries the card and
-    the recipe next to the weights.
+    the recipe next to the weights. Last, with `--merge_adapter` ([`FineTuningOutputArguments`]), the saved adapter is
+    merged into a standalone model in `OUTPUT_DIR/merged` (not pushed).
 
     Args:
         trainer (`Trainer`): The trainer after `train()` (any TRL trainer works).
         stage (`str`): The stage name (`hf_llm.stages.STAGE_NAMES`), a model-card tag.
-        recipe_args (`Sequence`): Every parsed argument dataclass of the run, written as `recipe.yaml`.
-        data_args ([`DataArguments`]): The data flags, recorded with the fingerprint.
+        recipe_args (`Sequence`): Every parsed argument dataclass of the run, written as `recipe.yaml`; its
+            [`DataArguments`] are recorded with the data fingerprint.
         dataset (`DatasetDict`): The splits the run trained and evaluated on (before tokenization).
         metrics (`dict[str, Any]`): The run's metrics; the card shows the `eval_*` ones and `train_loss`.
         base_model (`str`, *optional*): The model this run started from (a path or Hub id), named in the card.
@@ -183,6 +191,7 @@ def save_and_push(
     """
     args = trainer.args
     output_dir = output_dir or args.output_dir
+    data_args = next(arguments for arguments in recipe_args if isinstance(arguments, DataArguments))
     generation_config = getattr(trainer.model, "generation_config", None)  # None for classifiers and reward models
     if generation_config is not None and not generation_config.do_sample:
         generation_config.update(**SAMPLING_DEFAULTS)
@@ -227,4 +236,13 @@ def save_and_push(
             ) from error
         metrics.update({f"eval_{key}": value for key, value in extra.items()})
         card_and_push(f"{stage} stage: evaluation after training")
+    if getattr(args, "merge_adapter", False):
+        model_config = getattr(trainer.accelerator.unwrap_model(trainer.model), "config", None)
+        merge_trained_adapter(
+            output_dir,
+            stage,
+            trained_with_peft=is_adapter(output_dir),
+            num_labels=getattr(model_config, "num_labels", None),  # a classifier or reward adapter's head
+            trust_remote_code=getattr(args, "trust_remote_code", False),
+        )
     return output_dir

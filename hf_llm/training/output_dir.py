@@ -84,6 +84,25 @@ class OutputDirArguments:
             parent_post_init()
 
 
+@dataclass
+class FineTuningOutputArguments(OutputDirArguments):
+    """
+    [`OutputDirArguments`] plus the output flag every fine-tuning stage (classifier, sft, reward, ppo, dpo) shares.
+
+    Args:
+        overwrite_output_dir (`bool`, defaults to `False`):
+            See [`OutputDirArguments`].
+        merge_adapter (`bool`, defaults to `False`):
+            After LoRA/QLoRA training, also write a standalone merged model (loads without PEFT) to
+            `OUTPUT_DIR/merged`. [`~hf_llm.training.save_and_push`] merges last, on the main process; a run trained
+            in full has nothing to merge and says so.
+    """
+
+    merge_adapter: bool = field(
+        default=False, metadata={"help": "After LoRA training, also save a merged model in OUTPUT_DIR/merged."}
+    )
+
+
 def _is_run_leftover(name: str) -> bool:
     return name in _RUN_LEFTOVERS or name.startswith(STAGING_PREFIX) or _CHECKPOINT_RE.match(name) is not None
 

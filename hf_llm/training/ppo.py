@@ -15,19 +15,18 @@ from trl.experimental import ppo as trl_ppo  # noqa: E402
 from hf_llm.errors import UsageError
 
 from .checkpointing import AtomicCheckpointMixin
-from .output_dir import OutputDirArguments
+from .output_dir import FineTuningOutputArguments
 
 VALUE_MODEL_DIR_NAME = "value_model"
 
 
 @dataclass
-class PPOConfig(OutputDirArguments, trl_ppo.PPOConfig):
+class PPOConfig(FineTuningOutputArguments, trl_ppo.PPOConfig):
     """
-    TRL's `PPOConfig` (every flag works unchanged) plus:
+    TRL's `PPOConfig` (every flag works unchanged), [`FineTuningOutputArguments`] (`--overwrite_output_dir`,
+    `--merge_adapter`), and:
 
     Args:
-        overwrite_output_dir (`bool`, defaults to `False`):
-            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
         reward_model_path (`str`):
             The reward model (a `reward.py` output: full, merged or LoRA adapter). Required.
         value_model_path (`str`, *optional*):
@@ -45,8 +44,6 @@ class PPOConfig(OutputDirArguments, trl_ppo.PPOConfig):
             Held-out prompts (validation split) the win rate over the SFT model is measured on; 0 turns it off.
         win_rate_max_new_tokens (`int`, *optional*):
             Most tokens per greedy answer in that measurement; defaults to `response_length`.
-        merge_adapter (`bool`, defaults to `False`):
-            After LoRA training, also write a standalone merged policy to `OUTPUT_DIR/merged`.
         trust_remote_code (`bool`, defaults to `False`):
             Allow custom code from the Hub when loading the models (as the other stages' TRL configs do).
     """
@@ -67,9 +64,6 @@ class PPOConfig(OutputDirArguments, trl_ppo.PPOConfig):
     win_rate_samples: int = field(default=64, metadata={"help": "Held-out prompts for the win rate (0: off)."})
     win_rate_max_new_tokens: int | None = field(
         default=None, metadata={"help": "Most tokens per greedy held-out answer; default: --response_length."}
-    )
-    merge_adapter: bool = field(
-        default=False, metadata={"help": "After LoRA training, also save a merged policy in OUTPUT_DIR/merged."}
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the Hub."})
 

@@ -8,28 +8,22 @@ from dataclasses import dataclass, field
 import trl
 
 from .checkpointing import AtomicCheckpointMixin
-from .output_dir import OutputDirArguments
+from .output_dir import FineTuningOutputArguments
 
 
 @dataclass
-class RewardConfig(OutputDirArguments, trl.RewardConfig):
+class RewardConfig(FineTuningOutputArguments, trl.RewardConfig):
     """
-    TRL's `RewardConfig` (every flag works unchanged) plus:
+    TRL's `RewardConfig` (every flag works unchanged), [`FineTuningOutputArguments`] (`--overwrite_output_dir`,
+    `--merge_adapter`), and a default length from the model:
 
     Args:
-        overwrite_output_dir (`bool`, defaults to `False`):
-            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
         max_length (`int`, *optional*):
             Most tokens in `prompt + answer`; defaults to the model's context (TRL's 1024 would exceed it).
-        merge_adapter (`bool`, defaults to `False`):
-            After LoRA training, also write a standalone merged reward model to `OUTPUT_DIR/merged`.
     """
 
     max_length: int | None = field(
         default=None, metadata={"help": "Most tokens in prompt + answer; default: the model's context."}
-    )
-    merge_adapter: bool = field(
-        default=False, metadata={"help": "After LoRA training, also save a merged model in OUTPUT_DIR/merged."}
     )
 
 

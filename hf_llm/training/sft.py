@@ -20,27 +20,24 @@ from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
 
 from hf_llm.data import DataError
-from hf_llm.data.formatting import alpaca_messages
-from hf_llm.data.validation import handle_overlong_completions
+from hf_llm.data.formatting import alpaca_messages, split_off_answer
+from hf_llm.data.validation import OverlongReport, handle_overlong_completions
 from hf_llm.errors import UsageError
 
 from .callbacks import _add_to_logs
 from .checkpointing import AtomicCheckpointMixin
-from .output_dir import OutputDirArguments
+from .output_dir import FineTuningOutputArguments
 
 logger = logging.get_logger(__name__)
 
 
 @dataclass
-class SFTConfig(OutputDirArguments, TRLSFTConfig):
+class SFTConfig(FineTuningOutputArguments, TRLSFTConfig):
     """
-    TRL's `SFTConfig` (every flag works unchanged) plus hf_llm's options for the `sft` stage.
+    TRL's `SFTConfig` (every flag works unchanged), [`FineTuningOutputArguments`] (`--overwrite_output_dir`,
+    `--merge_adapter`) and hf_llm's options for the `sft` stage.
 
     Args:
-        overwrite_output_dir (`bool`, defaults to `False`):
-            Delete what `--output_dir` holds and start over (see [`OutputDirArguments`]).
-        merge_adapter (`bool`, defaults to `False`):
-            After LoRA/QLoRA training, also write a standalone merged model to `OUTPUT_DIR/merged`.
         num_generation_samples (`int`, defaults to 16):
             At every evaluation, greedy generations for the first N validation instructions are scored with BLEU
             (`eval_bleu`) and logged as TensorBoard text. 0 turns it off.
@@ -48,10 +45,6 @@ class SFTConfig(OutputDirArguments, TRLSFTConfig):
             Most new tokens per generation.
     """
 
-    merge_adapter: bool = field(
-        default=False,
-        metadata={"help": "After LoRA training, also save a merged model in OUTPUT_DIR/merged."},
-    )
     num_generation_samples: int = field(
         default=16, metadata={"help": "Validation instructions generated and scored with BLEU at each evaluation."}
     )
@@ -68,11 +61,7 @@ class SFTConfig(OutputDirArguments, TRLSFTConfig):
 def _conversational(example: dict) -> dict:
     if example.get("messages"):
         messages = list(example["messages"])
-        if messages[-1]["role"] != "assistant":
-            raise DataError(
-                f"a 'messages' example ends with a {messages[-1]['role']!r} message; each conversation must end with "
-                "the assistant's answer (the response to train on)."
-            )
+        split_off_answer(messages)  # refuses a conversation that does not end with the assistant's answer
         empty = [i for i, m in enumerate(messages) if m["role"] == "assistant" and not (m["content"] or "").strip()]
         if empty:
             raise DataError(
@@ -153,10 +142,12 @@ def drop_prompts_without_room(
         fulls,
         max_length,
         strategy,
-        split=split,
-        what="examples",
-        limit=f"--max_length {max_length} tokens",
-        fix="raise --max_length (at most the model's context) or shorten the texts",
+        OverlongReport(
+            "examples",
+            f"--max_length {max_length} tokens",
+            "raise --max_length (at most the model's context) or shorten the texts",
+            split,
+        ),
     )
 
 
