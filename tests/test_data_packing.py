@@ -140,7 +140,7 @@ def test_overlong_examples_truncated_dropped_or_refused():
 
 
 def test_one_overlong_policy_counts_in_the_same_words_and_truncates_where_the_stage_says(caplog):
-    from hf_llm.data.validation import handle_overlong
+    from hf_llm.data.validation import OverlongReport, handle_overlong
 
     ds = Dataset.from_dict({"input_ids": [[1, 2, 3], [1, 2, 3, 4, 5], [1, 2, 3, 4]]})
     lengths = [len(ids) for ids in ds["input_ids"]]
@@ -149,17 +149,15 @@ def test_one_overlong_policy_counts_in_the_same_words_and_truncates_where_the_st
         return rows.map(lambda b: {"input_ids": [ids[-4:] for ids in b["input_ids"]]}, batched=True)
 
     with caplog.at_level("WARNING", logger="hf_llm"):
-        kept = handle_overlong(
-            ds, lengths, 4, "truncate", split="train", what="prompts", limit="4 tokens", fix="shorten them",
-            truncate=keep_the_end, kept="their last tokens",
-        )  # fmt: skip
+        report = OverlongReport("prompts", "4 tokens", "shorten them", split="train")
+        kept = handle_overlong(ds, lengths, 4, "truncate", report, truncate=keep_the_end, kept="their last tokens")
     # Only length > limit is over-long (4 tokens fit a limit of 4), and truncation keeps what the stage says.
     assert kept["input_ids"] == [[1, 2, 3], [2, 3, 4, 5], [1, 2, 3, 4]]
     assert "split 'train': 1 of 3 prompts (33.3%) are longer than 4 tokens (longest: 5 tokens; first: row 1)" in (
         caplog.text
     )
     assert "truncated them to their last tokens" in caplog.text
-    dropped = handle_overlong(ds, lengths, 4, "drop", split="train", what="prompts", limit="4 tokens", fix="x")
+    dropped = handle_overlong(ds, lengths, 4, "drop", report)
     assert dropped["input_ids"] == [[1, 2, 3], [1, 2, 3, 4]]
     with pytest.raises(DataError, match=r"1 of 3 prompts \(33.3%\) are longer than 4 tokens.*--overlong_strategy"):
-        handle_overlong(ds, lengths, 4, "error", split="train", what="prompts", limit="4 tokens", fix="x")
+        handle_overlong(ds, lengths, 4, "error", report)
