@@ -9,7 +9,9 @@ TRL's `sft.py` does:
 ```python
 train_metrics = train_with_callbacks(trainer, [PerplexityCallback()], resume_from_checkpoint=resume_checkpoint)
 metrics = {**train_metrics, **final_eval_metrics(trainer)}
-save_and_push(trainer, "sft", (model_args, data_args, training_args), raw, metrics, base_model=sft_base_model)
+save_and_push(
+    trainer, "sft", (model_args, data_args, training_args), raw, metrics, base_model=model_args.model_name_or_path
+)
 ```
 """
 
